@@ -1,0 +1,74 @@
+"""``chat`` command line: serve, token, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from chat.config import ConfigError, Settings, from_env
+
+
+def _settings() -> Settings:
+    try:
+        return from_env()
+    except ConfigError as error:
+        print("chat: invalid configuration:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from chat.app import create_app
+    from chat.server import run
+
+    settings = _settings()
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    return run(app, settings, log_level=args.log_level)
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from chat.auth import issue_token
+
+    settings = _settings()
+    try:
+        print(issue_token(settings, args.user, roles=tuple(args.role or ()), ttl_s=args.ttl))
+    except ValueError as error:
+        print(f"chat token: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    settings = _settings()
+    if not settings.cassandra_hosts:
+        print("chat migrate: the embedded SQLite store migrates itself at start; set CHAT_CASSANDRA_HOSTS for Cassandra")
+        return 0
+    from chat.store.cassandra import migrate
+
+    return asyncio.run(migrate(settings))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chat", description="Real-time chat and presence server.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run a chat node (configured by CHAT_* environment variables)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=cmd_serve)
+    token = sub.add_parser("token", help="print a development JWT for USER")
+    token.add_argument("user")
+    token.add_argument("--role", action="append", choices=["bot", "admin"], help="repeatable")
+    token.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds (default 86400)")
+    token.set_defaults(func=cmd_token)
+    migrate = sub.add_parser("migrate", help="create or upgrade the Cassandra schema")
+    migrate.set_defaults(func=cmd_migrate)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

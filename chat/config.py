@@ -1,0 +1,259 @@
+"""Settings: parsed once from ``CHAT_*`` environment variables, validated, frozen.
+
+Every field documents its unit and default. Secrets are ``repr=False`` so they never
+reach a log line. The presence of a backend's variable selects its real adapter
+(``CHAT_CASSANDRA_HOSTS`` → Cassandra, ``CHAT_REDIS_URL`` → Redis,
+``CHAT_ZOOKEEPER_HOSTS`` → ZooKeeper); nothing set gives a working single node.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ALLOWED_JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA", "PS256"})
+_SYMMETRIC = frozenset({"HS256", "HS384", "HS512"})
+_CONSISTENCY_LEVELS = frozenset({"ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"})
+_NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class ConfigError(Exception):
+    """Invalid settings; ``problems`` has one human-readable line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Network
+    host: str = "127.0.0.1"  # CHAT_HOST
+    port: int = 8000  # CHAT_PORT
+    public_url: str = ""  # CHAT_PUBLIC_URL: ws(s)://host:port as clients reach this node; default from host/port
+    node_id: str = ""  # CHAT_NODE_ID: default hostname-port
+    worker_id: int = 0  # CHAT_WORKER_ID: Snowflake worker (0..1023); leased from ZooKeeper in a cluster
+    data_dir: Path = Path(".chat-data")  # CHAT_DATA_DIR: SQLite file and the dev JWT secret
+    environment: str = "development"  # CHAT_ENV: "production" refuses dev conveniences
+
+    # Authentication
+    jwt_secret: str = field(default="", repr=False)  # CHAT_JWT_SECRET (HS*)
+    jwt_public_key: str = field(default="", repr=False)  # CHAT_JWT_PUBLIC_KEY: PEM text or @path (RS*/ES*/EdDSA)
+    jwt_algorithms: tuple[str, ...] = ("HS256",)  # CHAT_JWT_ALGORITHMS: comma-separated allow-list
+    jwt_audience: str = "chat"  # CHAT_JWT_AUDIENCE
+    jwt_leeway_s: int = 30  # CHAT_JWT_LEEWAY_S: clock skew tolerated on exp/nbf (≤ 60)
+    dev_secret_generated: bool = False  # True when the secret came from the data dir (dev login allowed)
+
+    # Backends (empty = embedded adapter)
+    cassandra_hosts: tuple[str, ...] = ()  # CHAT_CASSANDRA_HOSTS: host[:port],…
+    cassandra_keyspace: str = "chat"  # CHAT_CASSANDRA_KEYSPACE
+    cassandra_consistency: str = "LOCAL_QUORUM"  # CHAT_CASSANDRA_CONSISTENCY
+    cassandra_replication: str = "{'class': 'SimpleStrategy', 'replication_factor': 1}"  # CHAT_CASSANDRA_REPLICATION
+    cassandra_migrate: bool = False  # CHAT_CASSANDRA_MIGRATE=1: apply migrations at start
+    cassandra_timeout_s: float = 2.0  # CHAT_CASSANDRA_TIMEOUT_S: per request
+    redis_url: str = field(default="", repr=False)  # CHAT_REDIS_URL (may hold a password)
+    zookeeper_hosts: str = ""  # CHAT_ZOOKEEPER_HOSTS: host:port,…[/chroot]
+
+    # Product limits
+    group_max_members: int = 100  # CHAT_GROUP_MAX_MEMBERS
+    max_message_chars: int = 100_000  # CHAT_MAX_MESSAGE_CHARS (Unicode code points)
+    replay_cap: int = 1000  # CHAT_REPLAY_CAP: messages replayed per channel on subscribe+since
+
+    # Per-connection limits
+    send_queue_frames: int = 1024  # CHAT_SEND_QUEUE: frames buffered per socket before `resync`
+    rate_per_s: float = 50.0  # CHAT_RATE_PER_S: sustained frames/s per socket
+    rate_burst: int = 200  # CHAT_RATE_BURST: token-bucket depth
+    flood_strikes: int = 100  # CHAT_FLOOD_STRIKES: rate-limited frames within one refill of the bucket before 1008
+    oversize_strikes: int = 3  # CHAT_OVERSIZE_STRIKES: too_large frames before close 1009
+
+    # Timeouts
+    heartbeat_interval_ms: int = 5000  # CHAT_HEARTBEAT_INTERVAL_MS: told to clients in `hello`
+    ping_interval_s: float = 20.0  # CHAT_PING_INTERVAL_S: server WebSocket pings
+    ping_timeout_s: float = 20.0  # CHAT_PING_TIMEOUT_S: no pong within this → close
+    drain_grace_s: float = 5.0  # CHAT_DRAIN_GRACE_S: SIGTERM → close sockets → wait this for writes
+    store_timeout_s: float = 5.0  # CHAT_STORE_TIMEOUT_S: a store call slower than this is `unavailable`
+
+    @property
+    def embedded_store(self) -> bool:
+        return not self.cassandra_hosts
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """Largest WebSocket frame read: a maximal message with every character JSON-escaped
+        (``\\uXXXX`` = 6 bytes per UTF-16 unit, ≤ 12 per code point is the bound, but the
+        protocol fixes the cap at 1.25 MiB for 100,000 characters; it scales with the limit)."""
+        return max(64 * 1024, int(self.max_message_chars * 1.25 * 1024 * 1024 / 100_000))
+
+    @property
+    def ws_url(self) -> str:
+        return self.public_url.rstrip("/") + "/v1/ws"
+
+    @property
+    def dev_login_enabled(self) -> bool:
+        """The web client's "sign in by name" exists only on a development node with a generated secret."""
+        return self.environment != "production" and self.dev_secret_generated
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in value.split(",") if p.strip())
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Parse and validate settings; raises :class:`ConfigError` listing every problem."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+    d = Settings()
+
+    def get_int(name: str, default: int, lo: int, hi: int) -> int:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            problems.append(f"{name}={raw!r}: not an integer")
+            return default
+        if not lo <= value <= hi:
+            problems.append(f"{name}={value}: must be between {lo} and {hi}")
+            return default
+        return value
+
+    def get_float(name: str, default: float, lo: float, hi: float) -> float:
+        raw = env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            problems.append(f"{name}={raw!r}: not a number")
+            return default
+        if not lo <= value <= hi:
+            problems.append(f"{name}={value}: must be between {lo} and {hi}")
+            return default
+        return value
+
+    host = env.get("CHAT_HOST", d.host).strip() or d.host
+    port = get_int("CHAT_PORT", d.port, 0, 65535)
+    public_url = env.get("CHAT_PUBLIC_URL", "").strip()
+    if public_url and not re.match(r"^(ws|wss|http|https)://", public_url):
+        problems.append(f"CHAT_PUBLIC_URL={public_url!r}: must start with ws://, wss://, http:// or https://")
+    if not public_url:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        public_url = f"ws://{shown}:{port}"
+    public_url = re.sub(r"^http", "ws", public_url)
+    node_id = env.get("CHAT_NODE_ID", "").strip() or f"{socket.gethostname()}-{port}"
+    if not _NODE_ID_RE.match(node_id):
+        problems.append(f"CHAT_NODE_ID={node_id!r}: 1-64 characters of [A-Za-z0-9_.-]")
+    environment = env.get("CHAT_ENV", d.environment).strip().lower() or d.environment
+    if environment not in ("development", "production"):
+        problems.append(f"CHAT_ENV={environment!r}: must be 'development' or 'production'")
+
+    algorithms = _split(env.get("CHAT_JWT_ALGORITHMS", "")) or d.jwt_algorithms
+    for alg in algorithms:
+        if alg not in ALLOWED_JWT_ALGORITHMS:
+            problems.append(f"CHAT_JWT_ALGORITHMS: {alg!r} is not supported (choose from {', '.join(sorted(ALLOWED_JWT_ALGORITHMS))})")
+    secret = env.get("CHAT_JWT_SECRET", "")
+    public_key = env.get("CHAT_JWT_PUBLIC_KEY", "").strip()
+    if public_key.startswith("@"):
+        try:
+            public_key = Path(public_key[1:]).read_text()
+        except OSError as exc:
+            problems.append(f"CHAT_JWT_PUBLIC_KEY: cannot read {public_key[1:]!r}: {exc.strerror}")
+            public_key = ""
+    if secret and len(secret) < 32:
+        problems.append("CHAT_JWT_SECRET: must be at least 32 characters (use `openssl rand -hex 32`)")
+    symmetric = [a for a in algorithms if a in _SYMMETRIC]
+    asymmetric = [a for a in algorithms if a not in _SYMMETRIC]
+    if symmetric and asymmetric:
+        # One key type per deployment: mixing lets an attacker sign HS256 with the public key.
+        problems.append("CHAT_JWT_ALGORITHMS: do not mix HMAC (HS*) and public-key algorithms")
+    if asymmetric and not public_key:
+        problems.append(f"CHAT_JWT_PUBLIC_KEY is required for {', '.join(asymmetric)}")
+
+    data_dir = Path(env.get("CHAT_DATA_DIR", "").strip() or d.data_dir)
+    dev_generated = False
+    if symmetric and not secret:
+        if environment == "production":
+            problems.append("CHAT_JWT_SECRET is required when CHAT_ENV=production (no generated development secret)")
+
+    consistency = (env.get("CHAT_CASSANDRA_CONSISTENCY", "").strip() or d.cassandra_consistency).upper()
+    if consistency not in _CONSISTENCY_LEVELS:
+        problems.append(f"CHAT_CASSANDRA_CONSISTENCY={consistency!r}: one of {', '.join(sorted(_CONSISTENCY_LEVELS))}")
+    keyspace = env.get("CHAT_CASSANDRA_KEYSPACE", "").strip() or d.cassandra_keyspace
+    if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,47}$", keyspace):
+        problems.append(f"CHAT_CASSANDRA_KEYSPACE={keyspace!r}: letters, digits and _ (≤ 48, starting with a letter)")
+    redis_url = env.get("CHAT_REDIS_URL", "").strip()
+    if redis_url and not re.match(r"^(redis|rediss|unix)://", redis_url):
+        problems.append("CHAT_REDIS_URL: must start with redis://, rediss:// or unix://")
+
+    settings_kwargs = dict(
+        host=host,
+        port=port,
+        public_url=public_url,
+        node_id=node_id,
+        worker_id=get_int("CHAT_WORKER_ID", d.worker_id, 0, 1023),
+        data_dir=data_dir,
+        environment=environment,
+        jwt_public_key=public_key,
+        jwt_algorithms=algorithms,
+        jwt_audience=env.get("CHAT_JWT_AUDIENCE", "").strip() or d.jwt_audience,
+        jwt_leeway_s=get_int("CHAT_JWT_LEEWAY_S", d.jwt_leeway_s, 0, 60),
+        cassandra_hosts=_split(env.get("CHAT_CASSANDRA_HOSTS", "")),
+        cassandra_keyspace=keyspace,
+        cassandra_consistency=consistency,
+        cassandra_replication=env.get("CHAT_CASSANDRA_REPLICATION", "").strip() or d.cassandra_replication,
+        cassandra_migrate=env.get("CHAT_CASSANDRA_MIGRATE", "").strip().lower() in ("1", "true", "yes"),
+        cassandra_timeout_s=get_float("CHAT_CASSANDRA_TIMEOUT_S", d.cassandra_timeout_s, 0.05, 60),
+        redis_url=redis_url,
+        zookeeper_hosts=env.get("CHAT_ZOOKEEPER_HOSTS", "").strip(),
+        group_max_members=get_int("CHAT_GROUP_MAX_MEMBERS", d.group_max_members, 2, 1_000_000),
+        max_message_chars=get_int("CHAT_MAX_MESSAGE_CHARS", d.max_message_chars, 1, 1_000_000),
+        replay_cap=get_int("CHAT_REPLAY_CAP", d.replay_cap, 1, 100_000),
+        send_queue_frames=get_int("CHAT_SEND_QUEUE", d.send_queue_frames, 8, 1_000_000),
+        rate_per_s=get_float("CHAT_RATE_PER_S", d.rate_per_s, 0.1, 1_000_000),
+        rate_burst=get_int("CHAT_RATE_BURST", d.rate_burst, 1, 1_000_000),
+        flood_strikes=get_int("CHAT_FLOOD_STRIKES", d.flood_strikes, 1, 1_000_000),
+        oversize_strikes=get_int("CHAT_OVERSIZE_STRIKES", d.oversize_strikes, 1, 1000),
+        heartbeat_interval_ms=get_int("CHAT_HEARTBEAT_INTERVAL_MS", d.heartbeat_interval_ms, 100, 3_600_000),
+        ping_interval_s=get_float("CHAT_PING_INTERVAL_S", d.ping_interval_s, 0.05, 3600),
+        ping_timeout_s=get_float("CHAT_PING_TIMEOUT_S", d.ping_timeout_s, 0.05, 3600),
+        drain_grace_s=get_float("CHAT_DRAIN_GRACE_S", d.drain_grace_s, 0, 600),
+        store_timeout_s=get_float("CHAT_STORE_TIMEOUT_S", d.store_timeout_s, 0.05, 120),
+    )
+    if problems:
+        raise ConfigError(problems)
+    if symmetric and not secret:
+        secret = load_or_create_dev_secret(data_dir)
+        dev_generated = True
+    return Settings(jwt_secret=secret, dev_secret_generated=dev_generated, **settings_kwargs)  # type: ignore[arg-type]
+
+
+def dev_secret_path(data_dir: Path) -> Path:
+    return data_dir / "jwt-secret"
+
+
+def load_or_create_dev_secret(data_dir: Path) -> str:
+    """The development HS256 secret shared by ``chat serve`` and ``chat token``.
+
+    Created once, readable by the owner only (0600), kept in the data dir (never in git).
+    """
+    path = dev_secret_path(data_dir)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_hex(32)
+    # O_EXCL: if two processes race, one creates and the other reads the winner's secret.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value

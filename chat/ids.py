@@ -1,0 +1,172 @@
+"""Snowflake IDs: 41 bits of milliseconds since 2024-01-01T00:00:00Z, 10 bits of
+worker ID, 12 bits of sequence.
+
+IDs are unique per (worker, process lifetime) and strictly increasing per
+generator. The generator never sleeps: when the clock is behind its last
+timestamp (clock stepped back, or 4096 IDs used up in one millisecond) it raises
+:class:`ClockBehind` with how long to wait, and the caller decides how to wait
+(``await`` in the server, ``time.sleep`` in tools) and for how long before
+giving up loudly. This keeps the hot path free of sleeps and the policy testable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from chat.errors import ClockMovedBackwards
+
+EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+TIMESTAMP_BITS = 41
+WORKER_BITS = 10
+SEQUENCE_BITS = 12
+MAX_WORKER_ID = (1 << WORKER_BITS) - 1
+MAX_SEQUENCE = (1 << SEQUENCE_BITS) - 1
+WORKER_SHIFT = SEQUENCE_BITS
+TIMESTAMP_SHIFT = SEQUENCE_BITS + WORKER_BITS
+MAX_ID = (1 << (TIMESTAMP_BITS + TIMESTAMP_SHIFT)) - 1
+
+log = logging.getLogger(__name__)
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the Unix epoch."""
+    return time.time_ns() // 1_000_000
+
+
+class ClockBehind(Exception):
+    """The generator cannot mint until its clock reaches its last timestamp."""
+
+    def __init__(self, wait_ms: int) -> None:
+        super().__init__(f"clock is {wait_ms} ms behind the last issued ID")
+        self.wait_ms = wait_ms
+
+
+class SnowflakeGenerator:
+    """Mints strictly increasing 64-bit IDs for one worker.
+
+    Not thread-safe: one generator per event loop (the server mints on the loop).
+    """
+
+    __slots__ = ("worker_id", "_clock", "_last_ms", "_sequence", "_worker_bits")
+
+    def __init__(self, worker_id: int, *, clock: Callable[[], int] = wall_clock_ms) -> None:
+        if not 0 <= worker_id <= MAX_WORKER_ID:
+            raise ValueError(f"worker_id must be in 0..{MAX_WORKER_ID}, got {worker_id}")
+        self.worker_id = worker_id
+        # Injected so tests can move time backwards without touching the real clock.
+        self._clock = clock
+        # Milliseconds since EPOCH_MS of the last issued ID; -1 before the first.
+        self._last_ms = -1
+        self._sequence = 0
+        # Precomputed: the worker's bits never change.
+        self._worker_bits = worker_id << WORKER_SHIFT
+
+    @property
+    def last_id(self) -> int:
+        """The last ID issued (0 before the first): every later ID is larger."""
+        if self._last_ms < 0:
+            return 0
+        return (self._last_ms << TIMESTAMP_SHIFT) | self._worker_bits | self._sequence
+
+    def next_id(self) -> int:
+        """Mint the next ID, or raise :class:`ClockBehind` if the clock must catch up first."""
+        now = self._clock() - EPOCH_MS
+        last = self._last_ms
+        if now > last:
+            self._last_ms = now
+            self._sequence = 0
+            return (now << TIMESTAMP_SHIFT) | self._worker_bits
+        if now == last:
+            seq = self._sequence + 1
+            if seq > MAX_SEQUENCE:
+                raise ClockBehind(1)
+            self._sequence = seq
+            return (now << TIMESTAMP_SHIFT) | self._worker_bits | seq
+        raise ClockBehind(last - now)
+
+    def next_id_blocking(self, max_wait_ms: int = 1000) -> int:
+        """Mint an ID, sleeping the thread while the clock catches up (tools and benchmarks)."""
+        waited = 0
+        while True:
+            try:
+                return self.next_id()
+            except ClockBehind as behind:
+                if waited + behind.wait_ms > max_wait_ms:
+                    raise _gave_up(behind.wait_ms, waited) from None
+                time.sleep(behind.wait_ms / 1000)
+                waited += behind.wait_ms
+
+
+class IdMinter:
+    """The server's async face of a generator: waits out a clock that stepped back,
+    up to ``max_wait_ms``, then fails loudly instead of ever reusing an ID."""
+
+    def __init__(self, generator: SnowflakeGenerator, *, max_wait_ms: int = 2000) -> None:
+        self.generator = generator
+        # Past this the clock is considered broken: an operator must look at NTP.
+        self.max_wait_ms = max_wait_ms
+
+    async def mint(self) -> int:
+        """Return a new ID; raise :class:`ClockMovedBackwards` if the clock does not catch up."""
+        gen = self.generator
+        try:
+            return gen.next_id()
+        except ClockBehind as first:
+            behind = first
+        waited = 0
+        while True:
+            if waited + behind.wait_ms > self.max_wait_ms:
+                raise _gave_up(behind.wait_ms, waited)
+            await asyncio.sleep(behind.wait_ms / 1000)
+            waited += behind.wait_ms
+            try:
+                return gen.next_id()
+            except ClockBehind as again:
+                behind = again
+
+    @property
+    def last_id(self) -> int:
+        return self.generator.last_id
+
+
+def _gave_up(behind_ms: int, waited_ms: int) -> ClockMovedBackwards:
+    log.error(
+        "system clock moved backwards: still %d ms behind the last issued ID after waiting %d ms; "
+        "refusing to mint IDs (check NTP)",
+        behind_ms,
+        waited_ms,
+    )
+    return ClockMovedBackwards(f"clock moved backwards by {behind_ms} ms; IDs cannot be minted safely")
+
+
+def timestamp_ms(snowflake: int) -> int:
+    """Unix-epoch milliseconds encoded in an ID."""
+    return (snowflake >> TIMESTAMP_SHIFT) + EPOCH_MS
+
+
+def worker_of(snowflake: int) -> int:
+    return (snowflake >> WORKER_SHIFT) & MAX_WORKER_ID
+
+
+def sequence_of(snowflake: int) -> int:
+    return snowflake & MAX_SEQUENCE
+
+
+def min_id_at(unix_ms: int) -> int:
+    """The smallest ID any worker could mint at ``unix_ms`` (for time-range queries)."""
+    return max(0, unix_ms - EPOCH_MS) << TIMESTAMP_SHIFT
+
+
+def parse_id(value: object) -> int | None:
+    """A wire ID (decimal string; integers tolerated) → int, or None if it is not a valid ID."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value <= MAX_ID else None
+    if isinstance(value, str) and 0 < len(value) <= 20 and value.isascii() and value.isdigit():
+        n = int(value)
+        return n if n <= MAX_ID else None
+    return None

@@ -1,0 +1,1 @@
+"""Cross-node pub/sub of encoded events (port + adapters)."""

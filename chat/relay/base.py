@@ -1,0 +1,56 @@
+"""The Relay port: carries already-encoded events between nodes.
+
+Contract (``tests/contract/test_relay.py``):
+
+* ``publish(topic, payload)`` delivers ``payload`` (bytes, opaque to the relay) to the
+  handler of every node subscribed to ``topic`` — including this one — **in publish
+  order per topic and publisher**. Delivery is at-most-once: durability is the store's job.
+* ``subscribe``/``unsubscribe`` are called by the hub on 0↔1 transitions of local
+  interest; ``subscribe`` returns once messages published afterwards will be delivered.
+* When delivery may have been interrupted (connection lost and re-established) the relay
+  calls ``on_gap(topics)`` for the topics it was subscribed to, after resubscribing, so
+  the hub can tell their sockets to ``resync`` from the store.
+* ``publish`` raises :class:`chat.errors.Unavailable` if it cannot hand the payload on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+# (topic, payload) → None. Called on the event loop, must not block, must not raise.
+DeliverFn = Callable[[str, bytes], None]
+# Topics whose delivery had a gap (relay reconnected).
+GapFn = Callable[[Iterable[str]], None]
+
+
+class Relay(Protocol):
+    #: True when every subscriber of every topic is in this process (no other node can
+    #: publish): the message path can then promise exact ID order at the subscribe seam.
+    node_local: bool
+
+    async def start(self, deliver: DeliverFn, on_gap: GapFn) -> None:
+        """Connect and start delivering to ``deliver``."""
+
+    async def close(self) -> None:
+        ...
+
+    async def ping(self) -> None:
+        """Raise :class:`~chat.errors.Unavailable` if the relay cannot publish right now."""
+
+    async def subscribe(self, topic: str) -> None:
+        ...
+
+    async def unsubscribe(self, topic: str) -> None:
+        ...
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        ...
+
+
+def channel_topic(channel_id: int) -> str:
+    return f"c:{channel_id}"
+
+
+def user_topic(user: str) -> str:
+    return f"u:{user}"

@@ -1,0 +1,1 @@
+"""Durable storage of channels, members, messages and read positions (port + adapters)."""

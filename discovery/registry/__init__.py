@@ -1,0 +1,1 @@
+"""Live chat nodes of the cluster (port + adapters)."""

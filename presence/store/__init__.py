@@ -1,0 +1,1 @@
+"""Where presence state lives (port + adapters)."""
