@@ -168,7 +168,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if secret and len(secret) < 32:
         problems.append("CHAT_JWT_SECRET: must be at least 32 characters (use `openssl rand -hex 32`)")
     symmetric = [a for a in algorithms if a in _SYMMETRIC]
-    asymmetric = [a for a in algorithms if a not in _SYMMETRIC]
+    asymmetric = [a for a in algorithms if a in ALLOWED_JWT_ALGORITHMS and a not in _SYMMETRIC]
     if symmetric and asymmetric:
         # One key type per deployment: mixing lets an attacker sign HS256 with the public key.
         problems.append("CHAT_JWT_ALGORITHMS: do not mix HMAC (HS*) and public-key algorithms")

@@ -59,6 +59,9 @@ now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1fs", b - a }'; }
 
 selected() { [[ " $SERVICES " == *" $1 "* ]]; }
+for _svc in $SERVICES; do
+  case $_svc in redis | zookeeper | cassandra) ;; *) die "unknown service in SERVICES: $_svc" ;; esac
+done
 
 port_of() {
   case $1 in
@@ -122,7 +125,7 @@ zk_4lw() {
 }
 
 zookeeper_ok() {
-  [[ "$(zk_4lw ruok)" == "imok" ]] && zk_4lw srvr | grep -q '^Mode: standalone'
+  [[ "$(zk_4lw ruok)" == "imok" && "$(zk_4lw srvr)" == *"Mode: standalone"* ]]
 }
 
 pick_python() {
@@ -305,6 +308,7 @@ cassandra_jvm_opts() {
     "-Dcassandra.config=file://$SCRIPT_DIR/cassandra/cassandra.yaml"
     "-Dcassandra.storagedir=$d/data"
     "-Dcassandra.logdir=$d/logs"
+    "-Dcassandra.triggers_dir=$d/triggers"
     "-Dlogback.configurationFile=file://$SCRIPT_DIR/cassandra/logback.xml"
     "-Dcassandra.native_transport_port=$CASSANDRA_PORT"
     "-Dcassandra.storage_port=$CASSANDRA_STORAGE_PORT"
@@ -325,7 +329,7 @@ cassandra_jvm_opts() {
 
 start_cassandra() {
   local d; d=$(svc_dir cassandra)
-  mkdir -p "$d/data" "$d/logs"
+  mkdir -p "$d/data" "$d/logs" "$d/triggers"
   local p
   for p in "$CASSANDRA_STORAGE_PORT" "$CASSANDRA_JMX_PORT"; do
     port_open "$p" && die "cassandra: port $p (storage/JMX) is already in use; set CASSANDRA_STORAGE_PORT / CASSANDRA_JMX_PORT"
@@ -360,6 +364,8 @@ fail_start() {
   return 1
 }
 
+who_str() { if [[ -n "$1" ]]; then echo "pid $1"; else echo "not started by this script"; fi; }
+
 # Wait until $1 answers; $2 = timeout seconds, $3 = start time.
 wait_for() {
   local svc=$1 timeout=$2 t0=$3 pid deadline version
@@ -378,7 +384,7 @@ wait_for() {
       fail_start "$svc" "CQL query did not succeed within ${timeout}s: $(tail -n1 "$STATE_DIR/cassandra/ready.err")"
       return 1
     fi
-    log "cassandra: up on 127.0.0.1:$CASSANDRA_PORT in $(elapsed "$t0") (release $version, ${pid:+pid $pid}${pid:-not started by this script})"
+    log "cassandra: up on 127.0.0.1:$CASSANDRA_PORT in $(elapsed "$t0") (release $version, $(who_str "$pid"))"
     return 0
   fi
   until svc_ok "$svc"; do
@@ -386,7 +392,7 @@ wait_for() {
     (($(date +%s) >= deadline)) && { fail_start "$svc" "not answering on port $(port_of "$svc") after ${timeout}s"; return 1; }
     sleep 0.2
   done
-  log "$svc: up on 127.0.0.1:$(port_of "$svc") in $(elapsed "$t0") (${pid:+pid $pid}${pid:-not started by this script})"
+  log "$svc: up on 127.0.0.1:$(port_of "$svc") in $(elapsed "$t0") ($(who_str "$pid"))"
 }
 
 # --- stopping --------------------------------------------------------------------------------------------
@@ -435,7 +441,9 @@ cmd_up() {
   done
 
   local need=() item
-  for item in "${to_start[@]}"; do [[ $item == *:start ]] && need+=("${item%%:*}"); done
+  for item in "${to_start[@]}"; do
+    if [[ $item == *:start ]]; then need+=("${item%%:*}"); fi
+  done
 
   # Installs: Maven fetch (network) in the background while apt-get installs packages.
   local fetch_pid=""

@@ -1,0 +1,49 @@
+# The two commands: `make run` (a working node on the embedded default) and
+# `make test` (everything, with Redis, ZooKeeper and Cassandra started for real).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+export CHAT_PORT ?= 8000
+
+.PHONY: run test test-unit test-fast services services-down services-status cluster cluster-down bench browser-deps clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+## Start a node on :8000 with nothing configured (SQLite + in-process relay).
+run: $(STAMP)
+	$(BIN)/chat serve
+
+## Set up everything and run the whole suite with every service started.
+test: $(STAMP) browser-deps
+	PYTHON=$(abspath $(BIN)/python) scripts/test.sh
+
+## Unit and contract (embedded adapters) only: no services, seconds.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q tests/unit tests/contract -m "not cassandra and not redis and not zookeeper"
+
+browser-deps:
+	@scripts/ensure-chromium.sh
+
+services: $(STAMP)
+	PYTHON=$(abspath $(BIN)/python) scripts/services.sh up
+
+services-down:
+	scripts/services.sh down
+
+services-status:
+	scripts/services.sh status
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .chat-data

@@ -1,0 +1,87 @@
+"""The Relay contract (chat/relay/base.py), run against every adapter."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import pytest
+
+
+class Sink:
+    """Collects deliveries; lets a test await a number of them without sleeping."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, bytes]] = []
+        self.gaps: list[str] = []
+        self._changed = asyncio.Event()
+
+    def deliver(self, topic: str, payload: bytes) -> None:
+        self.got.append((topic, payload))
+        self._changed.set()
+
+    def on_gap(self, topics: Iterable[str]) -> None:
+        self.gaps.extend(topics)
+        self._changed.set()
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[str, bytes]]:
+        async with asyncio.timeout(timeout):
+            while len(self.got) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return self.got
+
+
+@pytest.fixture
+async def relay(relay_factory: Callable[[], Any]) -> AsyncIterator[tuple[Any, Sink]]:
+    r = relay_factory()
+    sink = Sink()
+    await r.start(sink.deliver, sink.on_gap)
+    yield r, sink
+    await r.close()
+
+
+async def test_delivers_to_subscribed_topics_only(relay: tuple[Any, Sink]) -> None:
+    r, sink = relay
+    await r.subscribe("c:1")
+    await r.publish("c:2", b"not for us")
+    await r.publish("c:1", b"hello")
+    got = await sink.wait_for(1)
+    # Anything for c:2 would have been delivered before c:1's (same connection, same order).
+    assert got == [("c:1", b"hello")]
+
+
+async def test_order_per_topic_is_publish_order(relay: tuple[Any, Sink]) -> None:
+    r, sink = relay
+    await r.subscribe("c:10")
+    await r.subscribe("c:11")
+    for i in range(500):
+        await r.publish("c:10" if i % 2 else "c:11", b"%d" % i)
+    got = await sink.wait_for(500)
+    for topic in ("c:10", "c:11"):
+        seq = [int(p) for t, p in got if t == topic]
+        assert seq == sorted(seq) and len(seq) == 250
+
+
+async def test_payload_bytes_are_opaque(relay: tuple[Any, Sink]) -> None:
+    r, sink = relay
+    await r.subscribe("u:alice")
+    payload = bytes(range(256)) * 4000  # ~1 MiB, every byte value
+    await r.publish("u:alice", payload)
+    assert (await sink.wait_for(1))[0] == ("u:alice", payload)
+
+
+async def test_unsubscribe_stops_delivery(relay: tuple[Any, Sink]) -> None:
+    r, sink = relay
+    await r.subscribe("c:5")
+    await r.subscribe("c:6")
+    await r.unsubscribe("c:5")
+    await r.publish("c:5", b"gone")
+    await r.publish("c:6", b"marker")
+    assert await sink.wait_for(1) == [("c:6", b"marker")]
+
+
+async def test_ping_answers_while_running(relay: tuple[Any, Sink]) -> None:
+    r, _ = relay
+    await r.ping()

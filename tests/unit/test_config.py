@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from chat.config import ConfigError, from_env
+
+
+def test_defaults_make_a_working_embedded_node(tmp_path: Path) -> None:
+    s = from_env({"CHAT_DATA_DIR": str(tmp_path)})
+    assert (s.port, s.embedded_store, s.redis_url, s.zookeeper_hosts) == (8000, True, "", "")
+    assert s.dev_login_enabled and len(s.jwt_secret) == 64
+    assert s.max_frame_bytes == int(1.25 * 1024 * 1024)
+    secret = tmp_path / "jwt-secret"
+    assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
+    # A second process (e.g. `chat token`) reads the same secret.
+    assert from_env({"CHAT_DATA_DIR": str(tmp_path)}).jwt_secret == s.jwt_secret
+
+
+def test_secret_never_in_repr(tmp_path: Path) -> None:
+    s = from_env({"CHAT_JWT_SECRET": "k" * 40, "CHAT_REDIS_URL": "redis://:hunter2@x:6379"})
+    assert "k" * 40 not in repr(s) and "hunter2" not in repr(s)
+    assert not s.dev_login_enabled
+
+
+def test_every_problem_gets_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        from_env({
+            "CHAT_PORT": "abc",
+            "CHAT_GROUP_MAX_MEMBERS": "1",
+            "CHAT_JWT_ALGORITHMS": "HS256,none",
+            "CHAT_CASSANDRA_CONSISTENCY": "SOMETIMES",
+            "CHAT_REDIS_URL": "http://x",
+            "CHAT_DATA_DIR": str(tmp_path),
+        })
+    problems = error.value.problems
+    assert len(problems) == 5
+    assert any(p.startswith("CHAT_PORT='abc'") for p in problems)
+    assert any("'none' is not supported" in p for p in problems)
+
+
+def test_production_requires_explicit_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        from_env({"CHAT_ENV": "production", "CHAT_DATA_DIR": str(tmp_path)})
+    assert error.value.problems == ["CHAT_JWT_SECRET is required when CHAT_ENV=production (no generated development secret)"]
+    assert not (tmp_path / "jwt-secret").exists()
+
+
+def test_public_key_algorithms_need_a_key() -> None:
+    with pytest.raises(ConfigError) as error:
+        from_env({"CHAT_JWT_ALGORITHMS": "RS256"})
+    assert "CHAT_JWT_PUBLIC_KEY is required" in error.value.problems[0]
+
+
+def test_short_secret_refused() -> None:
+    with pytest.raises(ConfigError):
+        from_env({"CHAT_JWT_SECRET": "short"})
