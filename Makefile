@@ -42,6 +42,13 @@ services-down:
 services-status:
 	scripts/services.sh status
 
+## Three chat nodes on 8001-8003 sharing Cassandra and Redis (starts the services too).
+cluster: $(STAMP)
+	PYTHON=$(abspath $(BIN)/python) scripts/cluster.sh up
+
+cluster-down:
+	scripts/cluster.sh down
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
