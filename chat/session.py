@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 200
+# Before an abusive client is closed, its queued replies are written for at most this long.
+ABUSE_FLUSH_S = 1.0
 
 
 class Transport(Protocol):
@@ -286,6 +288,7 @@ class Session:
         if wait_s:
             self._refused += 1
             if self._refused >= self._flood_strikes:
+                await self.flush(ABUSE_FLUSH_S)  # the client gets the replies and errors it earned
                 await self.close(CLOSE_POLICY, "flooding")
                 return
             self.push(protocol.error_frame(RateLimited("slow down", retry_after_ms=max(1, int(wait_s * 1000) + 1)), _peek_id(raw)))
@@ -302,6 +305,7 @@ class Session:
             if isinstance(error, TooLarge):
                 self._oversize += 1
                 if self._oversize >= self._oversize_strikes:
+                    await self.flush(ABUSE_FLUSH_S)
                     await self.close(CLOSE_TOO_BIG, "repeated oversize messages")
         except Exception:
             log.exception("unexpected error handling a frame from %s", self.user)

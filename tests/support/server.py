@@ -18,7 +18,7 @@ from chat.auth import issue_token
 from chat.config import from_env
 
 TEST_SECRET = "test-secret-" + "x" * 40
-READY_LINE = "Application startup complete"
+READY_LINE = "Uvicorn running on"  # logged once the port is bound (startup-complete comes earlier)
 
 
 def free_port() -> int:
