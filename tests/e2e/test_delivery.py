@@ -19,23 +19,6 @@ def uid(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
-# The node logs its ready line just before it binds its socket: wait until it listens.
-LISTENING = "Uvicorn running on"
-
-
-@pytest.fixture(scope="module")
-def server(server: ServerProcess) -> ServerProcess:
-    """The module's shared node (tests/e2e/conftest.py), once it accepts connections."""
-    assert server.wait_for_line(LISTENING, 10)
-    return server
-
-
-def start(server: ServerProcess) -> ServerProcess:
-    server.start()
-    assert server.wait_for_line(LISTENING, 10), "\n".join(server.lines[-20:])
-    return server
-
-
 def open_channel(server: ServerProcess, kind: str, users: list[str]) -> str:
     """A channel of ``kind`` whose members are ``users`` (the first one opens it)."""
     owner, *others = users
@@ -190,7 +173,7 @@ async def test_slow_reader_gets_resync_while_a_fast_reader_keeps_up(fresh_server
             "CHAT_REPLAY_CAP": "100000",
         }
     )
-    start(server)
+    server.start()
     alice, fast_user, slow_user = uid("alice"), uid("fast"), uid("slow")
     channel = open_channel(server, "room", [alice, fast_user, slow_user])
     total, senders, batch = 2000, 4, 50

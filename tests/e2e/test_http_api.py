@@ -25,23 +25,6 @@ def uid(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
-# The node logs its ready line just before it binds its socket: wait until it listens.
-LISTENING = "Uvicorn running on"
-
-
-@pytest.fixture(scope="module")
-def server(server: ServerProcess) -> ServerProcess:
-    """The module's shared node (tests/e2e/conftest.py), once it accepts connections."""
-    assert server.wait_for_line(LISTENING, 10)
-    return server
-
-
-def start(server: ServerProcess) -> ServerProcess:
-    server.start()
-    assert server.wait_for_line(LISTENING, 10), "\n".join(server.lines[-20:])
-    return server
-
-
 def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
     """The protocol's error body with the right status and code."""
     assert response.status_code == status, f"{response.status_code} {response.text}"
@@ -118,7 +101,7 @@ def test_create_channel_rejects_bad_input(server: ServerProcess) -> None:
 def test_group_member_limit(fresh_server: ServerProcess) -> None:
     server = fresh_server
     server.env["CHAT_GROUP_MAX_MEMBERS"] = "3"
-    start(server)
+    server.start()
     alice, bob, carol, dave = (uid(n) for n in ("alice", "bob", "carol", "dave"))
     with server.http(alice) as http:
         group = create(http, members=[bob])
@@ -333,7 +316,7 @@ def test_error_bodies(server: ServerProcess) -> None:
 def test_rate_limited_requests_get_429_with_retry_after(fresh_server: ServerProcess) -> None:
     server = fresh_server
     server.env.update({"CHAT_RATE_PER_S": "0.5", "CHAT_RATE_BURST": "3"})
-    start(server)
+    server.start()
     alice, bob = uid("alice"), uid("bob")
     with server.http(alice) as http:
         statuses = [http.get("/v1/connect") for _ in range(5)]

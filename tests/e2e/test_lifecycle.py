@@ -26,16 +26,6 @@ def uid(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
-# The node logs its ready line just before it binds its socket: wait until it listens.
-LISTENING = "Uvicorn running on"
-
-
-def start(server: ServerProcess) -> ServerProcess:
-    server.start()
-    assert server.wait_for_line(LISTENING, 10), "\n".join(server.lines[-20:])
-    return server
-
-
 def clean_env(**chat: str) -> dict[str, str]:
     """The test's environment without any CHAT_* variable, plus ``chat``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
@@ -62,7 +52,7 @@ def bearer(server: ServerProcess, token: str) -> httpx.Client:
 
 
 async def test_restart_keeps_history_and_idempotency(fresh_server: ServerProcess) -> None:
-    server = start(fresh_server)
+    server = fresh_server.start()
     alice, bob = uid("alice"), uid("bob")
     with server.http(alice) as http:
         r = http.post("/v1/channels", json={"kind": "group", "name": "durable", "members": [bob]})
@@ -75,7 +65,7 @@ async def test_restart_keeps_history_and_idempotency(fresh_server: ServerProcess
         dm = http.post("/v1/dms", json={"user": bob}).json()["channel"]
     assert server.terminate() == 0
 
-    start(server)
+    server.start()
     with server.http(bob) as http:
         assert http.get(f"/v1/channels/{channel['id']}").json()["channel"]["members"] == sorted([alice, bob])
         page = http.get(f"/v1/channels/{channel['id']}/messages").json()
@@ -98,7 +88,7 @@ async def test_restart_keeps_history_and_idempotency(fresh_server: ServerProcess
 
 async def test_acked_messages_survive_a_crash(fresh_server: ServerProcess) -> None:
     """An ack means durably stored: SIGKILL right after the acks loses none of them."""
-    server = start(fresh_server)
+    server = fresh_server.start()
     alice = uid("alice")
     with server.http(alice) as http:
         channel = http.post("/v1/channels", json={"kind": "room", "name": "crash"}).json()["channel"]["id"]
@@ -106,14 +96,14 @@ async def test_acked_messages_survive_a_crash(fresh_server: ServerProcess) -> No
         frame_ids = [await client.send("send", channel=channel, text=f"m{i}", client_msg_id=f"c{i}") for i in range(30)]
         acked = [(await client.expect("ack", id=f))["message"] for f in frame_ids]
         server.kill()  # SIGKILL: no drain, no clean close of the store
-    start(server)
+    server.start()
     with server.http(alice) as http:
         page = http.get(f"/v1/channels/{channel}/messages").json()
     assert page["messages"] == sorted(acked, key=lambda m: int(m["id"]))
 
 
 async def test_sigterm_closes_clients_with_1001_and_exits_0(fresh_server: ServerProcess) -> None:
-    server = start(fresh_server)
+    server = fresh_server.start()
     alice, bob = uid("alice"), uid("bob")
     clients = [await WsClient.connect(server.ws_url, server.token(u)) for u in (alice, alice, bob)]
     for client in clients:
@@ -133,7 +123,7 @@ async def test_sigterm_closes_clients_with_1001_and_exits_0(fresh_server: Server
 
 
 async def test_chat_token_cli_prints_a_token_the_server_accepts(fresh_server: ServerProcess) -> None:
-    server = start(fresh_server)
+    server = fresh_server.start()
     env = clean_env(CHAT_JWT_SECRET=TEST_SECRET, CHAT_DATA_DIR=str(server.data_dir))
     token = cli_token("bob", env)
     with bearer(server, token) as http:
@@ -152,7 +142,7 @@ async def test_chat_token_cli_prints_a_token_the_server_accepts(fresh_server: Se
 async def test_generated_dev_secret_is_private_and_shared_with_chat_token(fresh_server: ServerProcess) -> None:
     server = fresh_server
     server.env["CHAT_JWT_SECRET"] = ""  # nothing configured: the node generates one in its data dir
-    start(server)
+    server.start()
     path = dev_secret_path(server.data_dir)
     assert path.exists()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -170,7 +160,7 @@ async def test_generated_dev_secret_is_private_and_shared_with_chat_token(fresh_
         assert http.get("/v1/connect").status_code == 401
     # The secret survives a restart: tokens stay valid.
     assert server.terminate() == 0
-    start(server)
+    server.start()
     with bearer(server, token) as http:
         assert http.get("/v1/connect").status_code == 200
 

@@ -34,23 +34,6 @@ def uid(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
-# The node logs its ready line just before it binds its socket: wait until it listens.
-LISTENING = "Uvicorn running on"
-
-
-@pytest.fixture(scope="module")
-def server(server: ServerProcess) -> ServerProcess:
-    """The module's shared node (tests/e2e/conftest.py), once it accepts connections."""
-    assert server.wait_for_line(LISTENING, 10)
-    return server
-
-
-def start(server: ServerProcess) -> ServerProcess:
-    server.start()
-    assert server.wait_for_line(LISTENING, 10), "\n".join(server.lines[-20:])
-    return server
-
-
 def create_channel(server: ServerProcess, owner: str, members: tuple[str, ...] | list[str] = (), kind: str = "group") -> str:
     with server.http(owner) as http:
         r = http.post("/v1/channels", json={"kind": kind, "name": f"{kind} of {owner}", "members": list(members)})
@@ -236,7 +219,7 @@ async def test_subscribe_since_seam_has_no_gap_and_no_duplicate(server: ServerPr
 async def test_replay_is_capped_then_resync_then_history_after_pages_on(fresh_server: ServerProcess) -> None:
     server = fresh_server
     server.env["CHAT_REPLAY_CAP"] = "5"
-    start(server)
+    server.start()
     alice, bob = uid("alice"), uid("bob")
     channel = create_channel(server, alice, [bob])
     stored = post_messages(server, alice, channel, [f"m{i}" for i in range(8)])
@@ -570,7 +553,7 @@ async def test_repeated_too_large_messages_close_with_1009(server: ServerProcess
 async def test_flooding_gets_rate_limited_then_closed_with_1008(fresh_server: ServerProcess) -> None:
     server = fresh_server
     server.env.update({"CHAT_RATE_PER_S": "1", "CHAT_RATE_BURST": "5", "CHAT_FLOOD_STRIKES": "4"})
-    start(server)
+    server.start()
     client = await connect(server, uid("flood"))
     for i in range(30):
         try:
@@ -651,7 +634,7 @@ async def test_public_key_algorithm_from_configuration(fresh_server: ServerProce
     public_pem = private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     server = fresh_server
     server.env.update({"CHAT_ENV": "production", "CHAT_JWT_SECRET": "", "CHAT_JWT_ALGORITHMS": "EdDSA", "CHAT_JWT_PUBLIC_KEY": public_pem})
-    start(server)
+    server.start()
     claims = {"sub": "erin", "aud": "chat", "exp": int(time.time()) + 600}
     good = jwt.encode(claims, private, algorithm="EdDSA")
     async with await WsClient.connect(server.ws_url, good) as client:
