@@ -116,8 +116,16 @@ async def readyz(request: Request) -> Response:
 
 async def list_channels(request: Request) -> Response:
     principal = _principal(request)
-    channels = await _runtime(request).service.list_channels(principal)
-    return JSONResponse({"channels": [c.to_wire() for c in channels]})
+    service = _runtime(request).service
+    channels = await service.list_channels(principal)
+    positions = await service.read_positions(principal, [c.id for c in channels])
+    body = []
+    for channel in channels:
+        wire = channel.to_wire()
+        position = positions[channel.id]
+        wire["last_read"] = None if position is None else str(position)
+        body.append(wire)
+    return JSONResponse({"channels": body})
 
 
 async def create_channel(request: Request) -> Response:

@@ -6,7 +6,7 @@ Layout (ASCII header, one line, then the frame bytes exactly as sockets receive 
     <kind> <channel> <message_id> <origin_session>\\n<frame JSON>
 
 ``kind`` is one of ``m`` (message), ``t`` (typing), ``r`` (read marker), ``k`` (kick:
-the user left a channel), ``p`` (presence). Unused numbers are ``0``, an unknown origin ``-``.
+the user left a channel), ``j`` (joined: the user was added to a channel), ``p`` (presence). Unused numbers are ``0``, an unknown origin ``-``.
 The frame is encoded once by the publisher; every node and every socket reuses it.
 """
 
@@ -18,6 +18,7 @@ MESSAGE = "m"
 TYPING = "t"
 READ = "r"
 KICK = "k"
+JOINED = "j"
 PRESENCE = "p"
 
 

@@ -195,6 +195,7 @@ class ChatService:
         channel_id = await self.minter.mint()
         channel = Channel(channel_id, ChannelKind(kind), name, principal.user, timestamp_ms(channel_id))
         await self.store.create_channel(channel, all_members)
+        await self._announce_joined(channel, [m for m in all_members if m != principal.user])
         return channel, sorted(all_members)
 
     async def open_dm(self, principal: Principal, other: object) -> tuple[Channel, bool]:
@@ -206,7 +207,10 @@ class ChatService:
         pair = tuple(sorted((principal.user, other)))
         channel_id = await self.minter.mint()
         proposed = Channel(channel_id, ChannelKind.DM, f"{pair[0]}, {pair[1]}", principal.user, timestamp_ms(channel_id), dm_key=f"{pair[0]}\n{pair[1]}")
-        return await self.store.get_or_create_dm(proposed, pair)  # type: ignore[arg-type]
+        channel, created = await self.store.get_or_create_dm(proposed, pair)  # type: ignore[arg-type]
+        if created:
+            await self._announce_joined(channel, [other])
+        return channel, created
 
     async def get_channel(self, principal: Principal, channel_id: int) -> tuple[Channel, list[str] | None, int]:
         """Channel, its members (None for rooms: unbounded) and member count; members only."""
@@ -238,7 +242,24 @@ class ChatService:
             raise Forbidden(f"the group is full ({self.settings.group_max_members} members)")
         if result is AddResult.NO_CHANNEL:
             raise NotFound(f"no channel {channel_id}")
+        if result is AddResult.ADDED and target != principal.user:
+            await self._announce_joined(channel, [target])
         return result
+
+    async def _announce_joined(self, channel: Channel, users: list[str]) -> None:
+        """Tell users added by someone else, on every node, so their clients list the channel at once."""
+        frame = protocol.encode("joined", {"channel": channel.to_wire()})
+        for user in users:
+            try:
+                await self.relay.publish(user_topic(user), events.pack(events.JOINED, channel.id, 0, "-", frame))
+            except Unavailable:
+                log.warning("relay down: %s learns of channel %d on their next channel listing", user, channel.id)
+                return
+
+    async def read_positions(self, principal: Principal, channel_ids: list[int]) -> dict[int, int | None]:
+        """The caller's read position in each channel (for unread counts on any device)."""
+        positions = await asyncio.gather(*(self.store.get_read(principal.user, c) for c in channel_ids))
+        return dict(zip(channel_ids, positions))
 
     async def remove_member(self, principal: Principal, channel_id: int, user: str) -> None:
         channel = await self.require_channel(channel_id)

@@ -11,7 +11,7 @@ const SELECTED_KEY = "chat.selected";
 const PAGE = 50;
 const TYPING_SEND_EVERY_MS = 3000;
 const TYPING_SHOW_MS = 4000;
-const CHANNEL_POLL_MS = 4000; // the server does not push "you were added to a channel"
+const CHANNEL_POLL_MS = 30000; // a safety net: additions arrive live as `joined` frames
 const PREFETCH_CHANNELS = 40; // newest page fetched up front for this many channels
 const GROUP_GAP_MS = 5 * 60 * 1000;
 
@@ -459,6 +459,10 @@ class Connection {
         break;
       case "resync":
         onResync(frame.channel);
+        break;
+      case "joined":
+        // Someone added us to a channel (DM opened, group created, invited): list and subscribe now.
+        syncChannels();
         break;
       case "subscribed":
         break;

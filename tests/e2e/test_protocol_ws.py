@@ -651,3 +651,26 @@ async def test_public_key_algorithm_from_configuration(fresh_server: ServerProce
             conn = await websockets.connect(f"{server.ws_url}?token={token}", open_timeout=10)
             await conn.close()
         assert denied.value.response.status_code == 401, label
+
+
+async def test_users_added_by_others_hear_joined_and_read_positions_are_listed(server: ServerProcess) -> None:
+    owner, guest, third = uid("own"), uid("gst"), uid("thr")
+    async with await WsClient.connect(server.ws_url, server.token(guest)) as c:
+        with server.http(owner) as http:
+            dm = http.post("/v1/dms", json={"user": guest}).json()["channel"]["id"]
+            joined = await c.expect("joined")
+            assert joined["channel"]["id"] == dm and joined["channel"]["kind"] == "dm"
+            group = http.post("/v1/channels", json={"kind": "group", "name": "g", "members": [guest]}).json()["channel"]["id"]
+            assert (await c.expect("joined"))["channel"]["id"] == group
+            room = http.post("/v1/channels", json={"kind": "room", "name": "r"}).json()["channel"]["id"]
+            assert http.post(f"/v1/channels/{room}/members", json={"user": guest}).status_code == 200
+            assert (await c.expect("joined"))["channel"]["id"] == room
+            msg = http.post(f"/v1/channels/{group}/messages", json={"text": "x", "client_msg_id": "j1"}).json()["message"]
+        with server.http(third) as http:
+            assert http.post(f"/v1/channels/{room}/members", json={}).status_code == 200  # joining yourself: no frame to anyone
+        await c.send("read", channel=group, message_id=msg["id"])
+        assert (await c.request("heartbeat"))["op"] == "heartbeat_ack"  # the read was handled before this reply
+        assert not [f for f in await c.drain_nothing() if f.get("op") == "joined"]
+    with server.http(guest) as http:
+        listed = {ch["id"]: ch["last_read"] for ch in http.get("/v1/channels").json()["channels"]}
+    assert listed == {dm: None, group: msg["id"], room: None}
