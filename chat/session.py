@@ -22,6 +22,8 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
+import orjson
+
 from chat import protocol
 from chat.errors import (
     CLOSE_POLICY,
@@ -121,6 +123,8 @@ class Session:
         self._space = asyncio.Event()  # replay: the outbox has room again
         self._space.set()
         self._owed: set[int] = set()  # channels owed a resync
+        # Created only by flush() (draining, abuse): resolved by the writer once the outbox is empty.
+        self._flushed: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self.close_code: int | None = None
@@ -160,9 +164,14 @@ class Session:
 
     async def flush(self, timeout_s: float) -> None:
         """Wait (bounded) until the outbox is written; used when draining."""
-        deadline = time.monotonic() + timeout_s
-        while self._outbox and time.monotonic() < deadline and self._writer and not self._writer.done():
-            await asyncio.sleep(0.01)
+        if not self._outbox or self._writer is None or self._writer.done():
+            return
+        if self._flushed is None or self._flushed.done():
+            self._flushed = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._flushed), timeout_s)
+        except TimeoutError:
+            pass
 
     async def close(self, code: int, reason: str = "") -> None:
         if self.close_code is None:
@@ -262,6 +271,8 @@ class Session:
         try:
             while True:
                 while not outbox:
+                    if self._flushed is not None and not self._flushed.done():
+                        self._flushed.set_result(None)
                     if self._closing:
                         return
                     self._wake.clear()
@@ -277,6 +288,8 @@ class Session:
         except Exception:  # noqa: BLE001 - the socket is gone; the reader sees it too
             self._closing = True
             self._space.set()
+            if self._flushed is not None and not self._flushed.done():
+                self._flushed.set_result(None)
 
     # Reading
 
@@ -438,10 +451,8 @@ def _peek_id(raw: str | bytes) -> FrameId:
     if len(raw) > 4096:
         return None
     try:
-        import orjson
-
         data = orjson.loads(raw)
-    except Exception:  # noqa: BLE001
+    except orjson.JSONDecodeError:
         return None
     value = data.get("id") if isinstance(data, dict) else None
     return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
