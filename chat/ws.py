@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from chat.errors import ChatError, Unavailable

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
 from chat.ids import EPOCH_MS, SnowflakeGenerator, timestamp_ms
 from chat.models import Channel, ChannelKind, Message
 from chat.store.base import AddResult

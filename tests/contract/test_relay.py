@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-
-class Sink:
-    """Collects deliveries; lets a test await a number of them without sleeping."""
-
-    def __init__(self) -> None:
-        self.got: list[tuple[str, bytes]] = []
-        self.gaps: list[str] = []
-        self._changed = asyncio.Event()
-
-    def deliver(self, topic: str, payload: bytes) -> None:
-        self.got.append((topic, payload))
-        self._changed.set()
-
-    def on_gap(self, topics: Iterable[str]) -> None:
-        self.gaps.extend(topics)
-        self._changed.set()
-
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[str, bytes]]:
-        async with asyncio.timeout(timeout):
-            while len(self.got) < count:
-                self._changed.clear()
-                await self._changed.wait()
-        return self.got
+from tests.support.sink import Sink
 
 
 @pytest.fixture

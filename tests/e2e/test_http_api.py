@@ -6,7 +6,6 @@ import secrets
 from typing import Any
 
 import httpx
-import pytest
 
 from chat.ids import EPOCH_MS, TIMESTAMP_SHIFT
 from tests.support.server import ServerProcess

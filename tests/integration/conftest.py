@@ -1,0 +1,147 @@
+"""Integration fixtures: the real services that ``scripts/services.sh up`` started.
+
+Addresses come from :mod:`tests.support.services`. Tests are marked ``cassandra``/``redis``
+and are never skipped: a missing service fails the test and says so. Fault tests never disturb
+the shared services: they kill only their own connections (``CLIENT KILL ID``), or run a
+private ``redis-server`` / a TCP proxy of their own that they may stop, pause and restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import services
+from tests.support.faults import PrivateRedis, TcpProxy
+from tests.support.sink import Sink
+
+
+# Cassandra
+
+
+def cassandra_settings(**env: str) -> Any:
+    from chat.config import from_env
+
+    return from_env({**services.cassandra_env(), "CHAT_JWT_SECRET": "x" * 32, **env})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_keyspace() -> Iterator[None]:
+    """Drop the session's keyspace (tests/support/services.py) once every test is done, so
+    runs do not pile keyspaces up in the shared Cassandra. (Belongs in tests/conftest.py, so a
+    contract-only run cleans up too.) Best effort: Cassandra may not even be running."""
+    yield
+    try:
+        session = cql_session()
+    except Exception:  # noqa: BLE001 - nothing to clean up without Cassandra
+        return
+    try:
+        session.execute(f"DROP KEYSPACE IF EXISTS {services.TEST_KEYSPACE}", timeout=60)
+    except Exception:  # noqa: BLE001
+        pass
+    finally:
+        session.cluster.shutdown()
+
+
+@pytest.fixture
+async def cassandra_store() -> AsyncIterator[Any]:
+    from chat.store.cassandra import CassandraMessageStore
+
+    store = CassandraMessageStore.from_settings(cassandra_settings())
+    await store.open()
+    yield store
+    await store.close()
+
+
+def cql_session(keyspace: str | None = None) -> Any:
+    """A plain blocking driver session for inspecting or preparing data behind the adapter."""
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import RoundRobinPolicy
+
+    host, _, port = services.CASSANDRA_HOSTS.split(",")[0].partition(":")
+    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=30)
+    cluster = Cluster([(host, int(port or 9042))], protocol_version=5, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+    return cluster.connect(keyspace)
+
+
+@pytest.fixture
+async def cql(cassandra_store: Any) -> AsyncIterator[Callable[..., Awaitable[list[Any]]]]:
+    """``await cql(query, params)`` on the (migrated) test keyspace, off the event loop."""
+    session = await asyncio.to_thread(cql_session, services.TEST_KEYSPACE)
+
+    async def run(query: str, params: Any = None) -> list[Any]:
+        return list(await asyncio.to_thread(session.execute, query, params))
+
+    yield run
+    await asyncio.to_thread(session.cluster.shutdown)
+
+
+@pytest.fixture
+async def tcp_proxy() -> AsyncIterator[Callable[[tuple[str, int]], Awaitable[TcpProxy]]]:
+    proxies: list[TcpProxy] = []
+
+    async def make(target: tuple[str, int]) -> TcpProxy:
+        proxy = await TcpProxy(target).start()
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        await proxy.close()
+
+
+# Redis
+
+
+@pytest.fixture
+async def relays() -> AsyncIterator[Callable[..., Awaitable[tuple[Any, Sink]]]]:
+    """``await relays(url=None, prefix=None, **kw)`` → a started RedisRelay and its Sink.
+
+    Relays of one test share a topic namespace (they are nodes of one cluster) unless a
+    prefix is given; each has a unique client name so a test can find its connections."""
+    from chat.relay.redis import RedisRelay
+
+    namespace = "it" + uuid.uuid4().hex[:8] + ":"
+    started: list[Any] = []
+
+    async def make(url: str | None = None, prefix: str | None = None, **kwargs: Any) -> tuple[Any, Sink]:
+        relay = RedisRelay(url or services.REDIS_URL, prefix=namespace if prefix is None else prefix, name=f"it-{uuid.uuid4().hex[:10]}", **kwargs)
+        sink = Sink()
+        await relay.start(sink.deliver, sink.on_gap)
+        started.append(relay)
+        return relay, sink
+
+    yield make
+    for relay in started:
+        await relay.close()
+
+
+@pytest.fixture
+async def redis_admin() -> AsyncIterator[Any]:
+    """A plain client on the shared Redis, for CLIENT LIST / CLIENT KILL of our own connections."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(services.REDIS_URL, decode_responses=True, socket_timeout=2)
+    yield client
+    await client.aclose()
+
+
+async def kill_clients(admin: Any, name: str) -> int:
+    """Kill the connections named ``name`` (and only those); returns how many."""
+    ids = [c["id"] for c in await admin.client_list() if c.get("name") == name]
+    for cid in ids:
+        await admin.execute_command("CLIENT", "KILL", "ID", cid)
+    return len(ids)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
