@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chat.store.cassandra import bucket_of
 from tests.support import services
 from tests.support.client import WsClient
 from tests.support.faults import PrivateRedis, TcpProxy
@@ -71,6 +72,18 @@ async def test_messages_cross_nodes_in_order(cluster: tuple[ServerProcess, Serve
     with b.http(bob) as http:
         stored = http.get(f"/v1/channels/{ch}/messages", params={"limit": 100}).json()["messages"]
     assert [m["id"] for m in stored] == sent
+    # And they are in Cassandra itself, each in its channel's (channel_id, bucket) partition.
+    session = await asyncio.to_thread(services.cql_session, services.TEST_KEYSPACE)
+    try:
+        for message_id in (sent[0], sent[-1]):
+            rows = await asyncio.to_thread(
+                session.execute,
+                "SELECT body FROM messages WHERE channel_id = %s AND bucket = %s AND message_id = %s",
+                (int(ch), bucket_of(int(message_id)), int(message_id)),
+            )
+            assert [r.body for r in rows] == [stored[sent.index(message_id)]["text"]]
+    finally:
+        await asyncio.to_thread(session.cluster.shutdown)
 
 
 async def test_killed_node_loses_no_acked_message(tmp_path: Path, cluster: tuple[ServerProcess, ServerProcess]) -> None:

@@ -30,24 +30,6 @@ def cassandra_settings(**env: str) -> Any:
     return from_env({**services.cassandra_env(), "CHAT_JWT_SECRET": "x" * 32, **env})
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _drop_test_keyspace() -> Iterator[None]:
-    """Drop the session's keyspace (tests/support/services.py) once every test is done, so
-    runs do not pile keyspaces up in the shared Cassandra. (Belongs in tests/conftest.py, so a
-    contract-only run cleans up too.) Best effort: Cassandra may not even be running."""
-    yield
-    try:
-        session = cql_session()
-    except Exception:  # noqa: BLE001 - nothing to clean up without Cassandra
-        return
-    try:
-        session.execute(f"DROP KEYSPACE IF EXISTS {services.TEST_KEYSPACE}", timeout=60)
-    except Exception:  # noqa: BLE001
-        pass
-    finally:
-        session.cluster.shutdown()
-
-
 @pytest.fixture
 async def cassandra_store() -> AsyncIterator[Any]:
     from chat.store.cassandra import CassandraMessageStore
@@ -58,21 +40,10 @@ async def cassandra_store() -> AsyncIterator[Any]:
     await store.close()
 
 
-def cql_session(keyspace: str | None = None) -> Any:
-    """A plain blocking driver session for inspecting or preparing data behind the adapter."""
-    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-    from cassandra.policies import RoundRobinPolicy
-
-    host, _, port = services.CASSANDRA_HOSTS.split(",")[0].partition(":")
-    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=30)
-    cluster = Cluster([(host, int(port or 9042))], protocol_version=5, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
-    return cluster.connect(keyspace)
-
-
 @pytest.fixture
 async def cql(cassandra_store: Any) -> AsyncIterator[Callable[..., Awaitable[list[Any]]]]:
     """``await cql(query, params)`` on the (migrated) test keyspace, off the event loop."""
-    session = await asyncio.to_thread(cql_session, services.TEST_KEYSPACE)
+    session = await asyncio.to_thread(services.cql_session, services.TEST_KEYSPACE)
 
     async def run(query: str, params: Any = None) -> list[Any]:
         return list(await asyncio.to_thread(session.execute, query, params))

@@ -17,7 +17,7 @@ from chat.ids import EPOCH_MS, SnowflakeGenerator, timestamp_ms
 from chat.models import Channel, ChannelKind, Message
 from chat.store.cassandra import BUCKET_SPAN_MS, CassandraMessageStore, bucket_of, migrate
 from chat.store.sqlite import SqliteMessageStore
-from tests.integration.conftest import cassandra_settings, cql_session
+from tests.integration.conftest import cassandra_settings
 from tests.support import services
 
 pytestmark = pytest.mark.cassandra
@@ -83,7 +83,7 @@ async def test_migrate_command_applies_once_then_reports_up_to_date(capsys: pyte
         await store.ping()
         await store.close()
     finally:
-        session = await asyncio.to_thread(cql_session)
+        session = await asyncio.to_thread(services.cql_session)
         await asyncio.to_thread(session.execute, f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
         await asyncio.to_thread(session.cluster.shutdown)
 
