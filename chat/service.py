@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from chat import events, protocol
 from chat.auth import valid_user_id
@@ -96,8 +97,20 @@ class ChatService:
 
     # The message path
 
-    async def send(self, principal: Principal, channel_id: int, text: str, client_msg_id: str) -> tuple[Message, bool]:
-        """Store and publish a message; returns ``(message, created)`` (False on an idempotent retry)."""
+    async def send(
+        self,
+        principal: Principal,
+        channel_id: int,
+        text: str,
+        client_msg_id: str,
+        *,
+        on_stored: Callable[[Message, bool], None] | None = None,
+    ) -> tuple[Message, bool]:
+        """Store and publish a message; returns ``(message, created)`` (False on an idempotent retry).
+
+        ``on_stored`` runs as soon as the message is durable, before it is published: the
+        gateway acks there, so the sender's ack does not queue behind a large room's fan-out.
+        """
         text = protocol.validate_text(text, self.settings.max_message_chars)
         client_msg_id = protocol.validate_client_msg_id(client_msg_id)
         await self.require_member(principal, channel_id)
@@ -109,6 +122,8 @@ class ChatService:
         try:
             message = Message(message_id, channel_id, principal.user, text, timestamp_ms(message_id), client_msg_id)
             stored, created = await self.store.insert_message(message)
+            if on_stored is not None:
+                on_stored(stored, created)
             if created:
                 if prev is not None and not prev.done():
                     await _bounded_wait(prev, self.settings.store_timeout_s)

@@ -34,7 +34,7 @@ from chat.errors import (
     RateLimited,
     TooLarge,
 )
-from chat.models import Principal
+from chat.models import Message, Principal
 from chat.protocol import Command, FrameId
 from chat.ratelimit import TokenBucket
 
@@ -331,8 +331,12 @@ class Session:
     async def _handle(self, command: Command) -> None:
         match command:
             case protocol.Send():
-                message, _ = await self.service.send(self.principal, command.channel, command.text, command.client_msg_id)
-                self.push(protocol.reply("ack", command.id, {"message": message.to_wire()}))
+                frame_id = command.id
+
+                def ack(message: Message, created: bool) -> None:
+                    self.push(protocol.reply("ack", frame_id, {"message": message.to_wire()}))
+
+                await self.service.send(self.principal, command.channel, command.text, command.client_msg_id, on_stored=ack)
             case protocol.Subscribe():
                 for channel_id, raw in zip(command.channels, command.raw_channels):
                     await self._subscribe(command.id, channel_id, raw, command.since)

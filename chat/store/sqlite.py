@@ -84,13 +84,14 @@ class _WriteJob:
         self.loop = loop
 
 
-def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller timed out and went away
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _resolve_all(resolutions: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in resolutions:
+        if future.done():  # the caller timed out and went away
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 class SqliteMessageStore:
@@ -204,9 +205,13 @@ class SqliteMessageStore:
                 pass
             error = _unavailable(exc)
             outcomes = [(None, error)] * len(batch)
-        # Futures are resolved only now, after COMMIT returned: the writes are durable.
+        # Futures are resolved only now, after COMMIT returned: the writes are durable. One
+        # wake-up per event loop per batch, not one per write: waking a loop costs a syscall.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
         for job, (result, error) in zip(batch, outcomes):
-            job.loop.call_soon_threadsafe(_resolve, job.future, result, error)
+            by_loop.setdefault(job.loop, []).append((job.future, result, error))
+        for loop, resolutions in by_loop.items():
+            loop.call_soon_threadsafe(_resolve_all, resolutions)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
