@@ -159,58 +159,6 @@ def apply_fastpath(config: Any) -> None:
     Session._write_loop = _write_loop  # type: ignore[method-assign]
 
 
-def apply_ackfirst(config: Any) -> None:
-    """The ``ack`` goes out as soon as the message is durable, *before* the fan-out.
-
-    Today ``ChatService.send`` publishes (fans out) and only then returns, so the sender's ack
-    queues behind every recipient's frame: in a 1,000-socket room it waits for the whole fan-out.
-    Here ``send`` takes an ``on_stored`` callback run right after the durable write; the session
-    pushes the ack there and yields once so its writer can put it on the wire, then publishes.
-    Per-channel publication order is unchanged (the ``_tails`` chain still orders publishes).
-    """
-    from chat import protocol
-    from chat.ids import timestamp_ms
-    from chat.models import Message
-    from chat.service import ChatService, _bounded_wait
-    from chat.session import Session
-
-    async def send(self: ChatService, principal: Any, channel_id: int, text: str, client_msg_id: str, on_stored: Any = None) -> Any:
-        text = protocol.validate_text(text, self.settings.max_message_chars)
-        client_msg_id = protocol.validate_client_msg_id(client_msg_id)
-        await self.require_member(principal, channel_id)
-        message_id = await self.minter.mint()
-        prev = self._tails.get(channel_id)
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._tails[channel_id] = mine
-        try:
-            message = Message(message_id, channel_id, principal.user, text, timestamp_ms(message_id), client_msg_id)
-            stored, created = await self.store.insert_message(message)
-            if on_stored is not None:
-                on_stored(stored)
-                await asyncio.sleep(0)
-            if created:
-                if prev is not None and not prev.done():
-                    await _bounded_wait(prev, self.settings.store_timeout_s)
-                await self._publish_message(stored)
-            return stored, created
-        finally:
-            self._release(channel_id, prev, mine)
-
-    orig_handle = Session._handle
-
-    async def _handle(self: Session, command: Any) -> None:
-        if isinstance(command, protocol.Send):
-            def acked(message: Any, frame_id: Any = command.id) -> None:
-                self.push(protocol.reply("ack", frame_id, {"message": message.to_wire()}))
-
-            await self.service.send(self.principal, command.channel, command.text, command.client_msg_id, on_stored=acked)
-            return
-        await orig_handle(self, command)
-
-    ChatService.send = send  # type: ignore[method-assign]
-    Session._handle = _handle  # type: ignore[method-assign]
-
-
 def apply_tracemalloc(config: Any) -> None:
     """Trace Python allocations; SIGUSR2 writes a snapshot to ``$BENCH_TRACEMALLOC_OUT`` and
     later SIGUSR2s write ``<out>.2``, … (compare two with ``bench.memory --tracemalloc``)."""
@@ -229,4 +177,4 @@ def apply_tracemalloc(config: Any) -> None:
     signal.signal(signal.SIGUSR2, dump)
 
 
-PATCHES = {"rawsend": apply_rawsend, "fastpath": apply_fastpath, "ackfirst": apply_ackfirst, "tracemalloc": apply_tracemalloc}
+PATCHES = {"rawsend": apply_rawsend, "fastpath": apply_fastpath, "tracemalloc": apply_tracemalloc}

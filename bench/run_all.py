@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.experiments:
         uv = os.environ.get("BENCH_UVLOOP_PATH", "/tmp/bench-uvloop")
         has_uvloop = (Path(uv) / "uvloop").is_dir()
-        variants = [("rawsend", "--patch rawsend", None), ("fastpath", "--patch fastpath", None), ("fastpath_ackfirst", "--patch fastpath --patch ackfirst", None)]
+        variants = [("rawsend", "--patch rawsend", None), ("fastpath", "--patch fastpath", None)]
         if has_uvloop:
             variants += [("uvloop", "--loop uvloop", uv), ("fastpath_uvloop", "--patch fastpath --loop uvloop", uv)]
         else:
