@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import os
+import re
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.common import GENEROUS_LIMITS, BenchServer, SystemCpu, proc_cpu_s
+from bench.common import CLK_TCK, GENEROUS_LIMITS, BenchServer, SystemCpu, proc_cpu_s, wait_quiet
 
 CASSANDRA_HOSTS = os.environ.get("BENCH_CASSANDRA_HOSTS", "127.0.0.1:" + os.environ.get("CASSANDRA_PORT", "9042"))
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:" + os.environ.get("REDIS_PORT", "6379") + "/0")
@@ -32,6 +35,13 @@ def add_cluster_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-keyspace", action="store_true", help="do not drop the keyspace at the end")
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE", help="extra environment for the node(s) (repeatable)")
     parser.add_argument("--profile", action="store_true", help="py-spy the (receiving) node during the measured window")
+    parser.add_argument(
+        "--patch",
+        action="append",
+        default=[],
+        choices=["handoff", "nowaitfor", "switch1ms", "pubpipe"],
+        help="run the node(s) (and, in store_throughput, the in-process store) with a prototype from bench.cassandra_variants (repeatable)",
+    )
 
 
 def cassandra_port(hosts: str) -> int:
@@ -95,7 +105,17 @@ def bench_keyspace(args: argparse.Namespace, name: str) -> Iterator[str]:
 
 def start_node(args: argparse.Namespace, keyspace: str, worker_id: int, name: str, env: Mapping[str, str] | None = None) -> BenchServer:
     # Migrations + prepare + Redis: allow for a slow first start on a busy machine.
-    return BenchServer(env={**node_env(args, keyspace, worker_id), **(env or {})}, name=name).start(timeout_s=120)
+    argv = None
+    if getattr(args, "patch", None):
+        argv = [sys.executable, "-m", "bench.cassandra_variants", *(x for p in args.patch for x in ("--patch", p))]
+    return BenchServer(env={**node_env(args, keyspace, worker_id), **(env or {})}, name=name, argv=argv).start(timeout_s=120)
+
+
+def settle(max_busy_cores: float = 0.4, timeout_s: float = 30.0) -> float:
+    """Wait (bounded) for the machine to calm down: creating a keyspace and its tables makes
+    Cassandra flush and compact its schema tables for several seconds, which would otherwise be
+    counted in the first measurement. Returns the last busy-cores sample."""
+    return round(wait_quiet(max_busy_cores=max_busy_cores, timeout_s=timeout_s, sample_s=1.0), 3)
 
 
 # Service processes and the CPU split
@@ -159,8 +179,11 @@ class CpuSplit:
     """Cores used by each named group of processes between :meth:`reset` and :meth:`read`, plus the
     machine's busy cores and what is left for everything else (other people's load, kernel)."""
 
-    def __init__(self, groups: Mapping[str, list[int | None]]) -> None:
+    def __init__(self, groups: Mapping[str, list[int | None]], *, main_thread_of: tuple[str, ...] = ()) -> None:
         self.groups = {k: [p for p in v if p] for k, v in groups.items()}
+        # For these groups, also report the main thread (the node's event loop) on its own; the
+        # rest of the process is "<name>_threads" (the Cassandra driver's libev I/O thread, mostly).
+        self.main_thread_of = tuple(g for g in main_thread_of if self.groups.get(g))
         self.reset()
 
     def _cpu(self) -> dict[str, float]:
@@ -171,21 +194,76 @@ class CpuSplit:
                 with contextlib.suppress(OSError):
                     total += proc_cpu_s(pid)
             out[name] = total
+        for name in self.main_thread_of:
+            main = 0.0
+            for pid in self.groups[name]:
+                with contextlib.suppress(OSError):
+                    main += thread_cpu_s(pid, pid)
+            out[f"{name}_main_thread"] = main
         return out
 
     def reset(self) -> None:
         self._start = self._cpu()
         self._t = time.monotonic()
+        self._wall = time.time()
         self._sys = SystemCpu()
+        self.gc: dict[str, Any] = {}
 
     def read(self) -> dict[str, float]:
         now = self._cpu()
         dt = max(1e-9, time.monotonic() - self._t)
-        out = {name: round((now[name] - self._start[name]) / dt, 3) for name in self.groups}
+        out = {name: round((now[name] - self._start[name]) / dt, 3) for name in now}
         busy = self._sys.read()
+        counted = sum(out[name] for name in self.groups)
         out["machine_busy"] = round(busy, 3)
-        out["other"] = round(busy - sum(v for k, v in out.items() if k != "machine_busy"), 3)
+        out["other"] = round(busy - counted, 3)
+        cassandra = self.groups.get("cassandra")
+        if cassandra:
+            self.gc = gc_pauses(cassandra[0], self._wall, time.time())
         return out
+
+
+_GC_LINE = re.compile(r"^\[(?P<ts>[0-9T:.\-]+)[+-]\d{4}\].*? (?P<what>Pause [A-Za-z]+(?: \([^)]*\))*).*? (?P<ms>[0-9.]+)ms$")
+
+
+def gc_pauses(pid: int, t0: float, t1: float) -> dict[str, Any]:
+    """Stop-the-world pauses of a JVM between two wall-clock times, from its ``-Xlog:gc:file=``."""
+    path = None
+    for arg in _cmdline(pid):
+        if arg.startswith("-Xlog:gc") and "file=" in arg:
+            path = arg.split("file=", 1)[1].split(":", 1)[0]
+    if not path:
+        return {"log": None}
+    pauses: list[tuple[float, str, float]] = []
+    with contextlib.suppress(OSError):
+        for line in Path(path).read_text(errors="replace").splitlines():
+            m = _GC_LINE.match(line)
+            if not m:
+                continue
+            ts = dt.datetime.strptime(m.group("ts"), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=dt.timezone.utc).timestamp()
+            if t0 <= ts <= t1:
+                pauses.append((ts, m.group("what"), float(m.group("ms"))))
+    ms = [p[2] for p in pauses]
+    return {
+        "log": path,
+        "count": len(ms),
+        "total_ms": round(sum(ms), 1),
+        "max_ms": round(max(ms), 1) if ms else 0.0,
+        "over_10ms": sum(1 for x in ms if x > 10),
+        "per_s": round(len(ms) / max(1e-9, t1 - t0), 2),
+        "largest": sorted(({"at_s": round(ts - t0, 2), "what": w, "ms": x} for ts, w, x in pauses), key=lambda d: -d["ms"])[:5],
+    }
+
+
+def gc_line(gc: Mapping[str, Any]) -> str:
+    if not gc or not gc.get("log"):
+        return "GC pauses: n/a"
+    return f"Cassandra GC pauses: {gc['count']} ({gc['over_10ms']} > 10 ms), total {gc['total_ms']:.0f} ms, max {gc['max_ms']:.1f} ms"
+
+
+def thread_cpu_s(pid: int, tid: int) -> float:
+    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def cpu_line(split: Mapping[str, float]) -> str:
@@ -206,4 +284,5 @@ def cluster_facts(args: argparse.Namespace, keyspace: str) -> dict[str, Any]:
         "redis_url": args.redis_url,
         "consistency": args.consistency,
         "keyspace": keyspace,
+        "patches": list(getattr(args, "patch", []) or []),
     }
