@@ -38,8 +38,6 @@ class Runtime:
     sessions: set[Session] = field(default_factory=set)
     draining: bool = False
     started_at: float = field(default_factory=time.time)
-    # Assignments handed out but not yet visible as connections on the node (discovery herding guard).
-    pending_assignments: dict[str, int] = field(default_factory=dict)
 
     def me(self) -> NodeInfo:
         return NodeInfo(
@@ -51,7 +49,7 @@ class Runtime:
         )
 
     async def assign(self, user: str) -> NodeInfo | None:
-        return assign(user, await self.registry.nodes(), pending=self.pending_assignments)
+        return assign(user, await self.registry.nodes())
 
     async def drain(self) -> None:
         """SIGTERM: refuse new sockets, tell clients where to go, close with 1001, flush."""
