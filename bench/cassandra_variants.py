@@ -24,6 +24,12 @@ measure what the change would give before anyone edits the adapter:
   ``BlockingConnectionPool`` per call (its ``asyncio.Condition`` hand-off, the ``can_read``
   health probe and the per-call ``asyncio.timeout``). Prototype: no reconnect logic beyond
   failing the pending calls with ``Unavailable`` and reconnecting on the next publish.
+* ``gclog`` (diagnostic, no behaviour change): logs every Python garbage collection of the node
+  that takes longer than 2 ms (generation, duration, objects collected), to see whether the
+  node's own GC explains latency stalls.
+* ``gcfreeze``: ``gc.freeze()`` once the store is open and gen-0 threshold 50,000 (default 700),
+  meant to make collections rarer and cheaper. Measured worse (cross_node at 500/s: 18–19
+  collections over 2 ms per run instead of 11, same worst case): kept as a negative result.
 """
 
 from __future__ import annotations
@@ -36,13 +42,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-PATCHES = ("handoff", "nowaitfor", "switch1ms", "pubpipe")
+PATCHES = ("handoff", "nowaitfor", "switch1ms", "pubpipe", "gclog", "gcfreeze")
 
 
 class _Mailbox:
     """Completed driver requests waiting for the loop; one loop wake-up per non-empty burst."""
 
-    __slots__ = ("loop", "items", "lock", "scheduled")
+    __slots__ = ("items", "lock", "loop", "scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -205,6 +211,41 @@ def _patch_pubpipe() -> None:
     RedisRelay.publish = publish  # type: ignore[method-assign]
 
 
+def _patch_gclog() -> None:
+    import gc
+    import logging
+    import time
+
+    log = logging.getLogger("bench.gc")
+    started: list[float] = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            ms = (time.perf_counter() - started[0]) * 1000
+            if ms > 2:
+                log.warning("python gc gen%d took %.1f ms (collected %d)", info.get("generation", -1), ms, info.get("collected", 0))
+
+    gc.callbacks.append(callback)
+
+
+def _patch_gcfreeze() -> None:
+    import gc
+
+    from chat.store.cassandra import CassandraMessageStore
+
+    original = CassandraMessageStore.open
+
+    async def open_then_freeze(self: Any) -> None:
+        await original(self)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
+
+    CassandraMessageStore.open = open_then_freeze  # type: ignore[method-assign]
+
+
 def apply(patches: Sequence[str]) -> None:
     from chat.store.cassandra import CassandraMessageStore
 
@@ -217,6 +258,10 @@ def apply(patches: Sequence[str]) -> None:
         sys.setswitchinterval(0.001)
     if "pubpipe" in patches:
         _patch_pubpipe()
+    if "gclog" in patches:
+        _patch_gclog()
+    if "gcfreeze" in patches:
+        _patch_gcfreeze()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,7 @@ from bench.common import ROOT
 def patch_yaml(text: str, settings: list[tuple[str, str]]) -> str:
     for key, value in settings:
         line = f"{key}: {value}"
-        pattern = re.compile(rf"^{re.escape(key)}:.*$", re.M)
+        pattern = re.compile(rf"^{re.escape(key)}:.*$", re.MULTILINE)
         if pattern.search(text):
             text = pattern.sub(line, text)
         else:

@@ -21,7 +21,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.common import CLK_TCK, GENEROUS_LIMITS, BenchServer, SystemCpu, proc_cpu_s, wait_quiet
+from bench.common import (
+    CLK_TCK,
+    GENEROUS_LIMITS,
+    BenchServer,
+    SystemCpu,
+    proc_cpu_s,
+    wait_quiet,
+)
 
 CASSANDRA_HOSTS = os.environ.get("BENCH_CASSANDRA_HOSTS", "127.0.0.1:" + os.environ.get("CASSANDRA_PORT", "9042"))
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:" + os.environ.get("REDIS_PORT", "6379") + "/0")
@@ -39,7 +46,7 @@ def add_cluster_args(parser: argparse.ArgumentParser) -> None:
         "--patch",
         action="append",
         default=[],
-        choices=["handoff", "nowaitfor", "switch1ms", "pubpipe"],
+        choices=["handoff", "nowaitfor", "switch1ms", "pubpipe", "gclog", "gcfreeze"],
         help="run the node(s) (and, in store_throughput, the in-process store) with a prototype from bench.cassandra_variants (repeatable)",
     )
 
@@ -118,6 +125,87 @@ def settle(max_busy_cores: float = 0.4, timeout_s: float = 30.0) -> float:
     return round(wait_quiet(max_busy_cores=max_busy_cores, timeout_s=timeout_s, sample_s=1.0), 3)
 
 
+_PYGC = re.compile(r"python gc gen(\d) took ([0-9.]+) ms")
+
+
+def node_log_stats(server: BenchServer) -> dict[str, Any]:
+    """What the node logged: warnings (e.g. relay publishes that failed, so the message was stored
+    but not delivered live) and, with ``--patch gclog``, its slow Python garbage collections."""
+    try:
+        lines = server.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    warnings = [ln for ln in lines if " WARNING " in ln or ln.startswith("WARNING")]
+    gcs = [(int(m.group(1)), float(m.group(2))) for m in map(_PYGC.search, lines) if m]
+    return {
+        "warnings": len(warnings),
+        "warning_samples": [w[-200:] for w in warnings if "python gc" not in w][:5],
+        "relay_publish_failures": sum(1 for w in warnings if "relay publish failed" in w),
+        "python_gc_over_2ms": len(gcs),
+        "python_gc_max_ms": max((ms for _, ms in gcs), default=0.0),
+        "python_gc_total_ms": round(sum(ms for _, ms in gcs), 1),
+        "python_gc_gen2": sum(1 for g, _ in gcs if g == 2),
+    }
+
+
+# Profile grouping: where a Cassandra + Redis node spends its time, by component
+
+_GROUPS_MAIN = (
+    ("cassandra request on the loop (execute_async in the Cython driver, futures, wait_for, timers)", ("CassandraMessageStore._request",)),
+    ("cassandra results handed to the loop (self-pipe read, resolve)", ("_read_from_self", "_resolve (chat")),
+    ("redis publish (pool, command, timeout)", ("RedisRelay.publish", "Redis.execute_command", "BlockingConnectionPool", "_bounded")),
+    ("relay reader + hub fan-out", ("RedisRelay._run", "RedisRelay._read", "Hub._deliver")),
+    ("websocket writes (acks, deliveries, replies)", ("Session._write_loop", "WebSocketsSansIOProtocol.send")),
+    ("websocket reads, frame parsing, session", ("Session.receive", "_read_ready", "data_received", "ws_endpoint")),
+    ("asyncio loop machinery", ("_run_once", "run_forever")),
+)
+_IDLE = ("select (selectors", "EpollSelector.select", "Condition.wait", "_worker (concurrent", "wait (threading")
+
+
+def profile_groups(path: Path) -> dict[str, Any]:
+    """py-spy raw stacks → shares of the main thread's working samples per component, and the
+    share of all working samples spent on the Cassandra driver's own I/O thread."""
+    main: dict[str, int] = {}
+    main_total = other_threads = driver_thread = handoff = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        count = int(n)
+        frames = stack.split(";")
+        body = frames[1:]
+        if body and body[-1].startswith(_IDLE):
+            continue
+        if "MainThread" in frames[0]:
+            main_total += count
+            for name, pats in _GROUPS_MAIN:
+                if any(any(p in f for p in pats) for f in body):
+                    main[name] = main.get(name, 0) + count
+                    break
+            else:
+                main["other"] = main.get("other", 0) + count
+        else:
+            other_threads += count
+            if any("LibevLoop._run_loop" in f for f in body):
+                driver_thread += count
+                if any("_write_to_self" in f for f in body):
+                    handoff += count
+    total = main_total + other_threads
+    return {
+        "main_thread_share_of_working": round(100 * main_total / total, 1) if total else None,
+        "main_thread_pct": {k: round(100 * v / main_total, 1) for k, v in sorted(main.items(), key=lambda kv: -kv[1])} if main_total else {},
+        "driver_io_thread_share_of_working": round(100 * driver_thread / total, 1) if total else None,
+        "driver_handoff_call_soon_threadsafe_share_of_working": round(100 * handoff / total, 1) if total else None,
+    }
+
+
+def print_profile_groups(groups: Mapping[str, Any]) -> None:
+    print(f"  main thread {groups['main_thread_share_of_working']} % of working samples; Cassandra driver I/O thread "
+          f"{groups['driver_io_thread_share_of_working']} % (of which call_soon_threadsafe hand-off {groups['driver_handoff_call_soon_threadsafe_share_of_working']} %)")
+    for name, pct in groups["main_thread_pct"].items():
+        print(f"    {pct:5.1f}% of the main thread: {name}")
+
+
 # Service processes and the CPU split
 
 
@@ -161,18 +249,18 @@ def cassandra_version(hosts: str) -> str:
     return "?"
 
 
-def paxos_variant(cassandra_pid: int | None) -> str:
-    """``paxos_variant`` of the running Cassandra's yaml (v1 when unset: Cassandra 5.0's default)."""
-    if cassandra_pid is None:
-        return "?"
-    for arg in _cmdline(cassandra_pid):
-        if arg.startswith("-Dcassandra.config=file://"):
-            with contextlib.suppress(OSError):
-                for line in Path(arg.split("file://", 1)[1]).read_text().splitlines():
-                    if line.strip().startswith("paxos_variant:"):
-                        return line.split(":", 1)[1].strip()
-            return "v1 (default)"
-    return "?"
+def running_settings(hosts: str, names: tuple[str, ...] = ("paxos_variant", "paxos_state_purging", "memtable_allocation_type")) -> dict[str, str]:
+    """Settings of the *running* Cassandra (``system_views.settings``): the yaml on disk may have
+    changed since it started."""
+    with contextlib.suppress(Exception):
+        session = cql_session(hosts)
+        try:
+            wanted = ", ".join(f"'{n}'" for n in names)  # fixed identifiers, not user input
+            rows = session.execute(f"SELECT name, value FROM system_views.settings WHERE name IN ({wanted})")
+            return {r.name: r.value for r in rows}
+        finally:
+            session.cluster.shutdown()
+    return {}
 
 
 class CpuSplit:
@@ -240,7 +328,7 @@ def gc_pauses(pid: int, t0: float, t1: float) -> dict[str, Any]:
             m = _GC_LINE.match(line)
             if not m:
                 continue
-            ts = dt.datetime.strptime(m.group("ts"), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=dt.timezone.utc).timestamp()
+            ts = dt.datetime.strptime(m.group("ts"), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=dt.UTC).timestamp()
             if t0 <= ts <= t1:
                 pauses.append((ts, m.group("what"), float(m.group("ms"))))
     ms = [p[2] for p in pauses]
@@ -276,11 +364,13 @@ def service_groups(args: argparse.Namespace) -> dict[str, list[int | None]]:
 
 def cluster_facts(args: argparse.Namespace, keyspace: str) -> dict[str, Any]:
     pid = find_cassandra_pid(cassandra_port(args.cassandra_hosts))
+    settings = running_settings(args.cassandra_hosts)
     return {
         "cassandra_hosts": args.cassandra_hosts,
         "cassandra_version": cassandra_version(args.cassandra_hosts),
         "cassandra_pid": pid,
-        "paxos_variant": paxos_variant(pid),
+        "paxos_variant": settings.get("paxos_variant", "?"),
+        "cassandra_settings": settings,
         "redis_url": args.redis_url,
         "consistency": args.consistency,
         "keyspace": keyspace,

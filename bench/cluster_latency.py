@@ -20,11 +20,24 @@ import argparse
 import asyncio
 import os
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
-import bench.send_latency as send_latency
-from bench.cluster_common import CpuSplit, gc_line, settle, add_cluster_args, bench_keyspace, cluster_facts, cpu_line, service_groups, start_node
-from bench.common import PySpy, print_profile, verdict, write_result
+from bench import send_latency
+from bench.cluster_common import (
+    CpuSplit,
+    add_cluster_args,
+    bench_keyspace,
+    cluster_facts,
+    cpu_line,
+    gc_line,
+    node_log_stats,
+    print_profile_groups,
+    profile_groups,
+    service_groups,
+    settle,
+    start_node,
+)
+from bench.common import RESULTS, PySpy, print_profile, verdict, write_result
 
 TARGET_P99_MS = 20.0
 
@@ -33,8 +46,8 @@ class _SplitMeter:
     """Stands in for ``SystemCpu`` inside ``send_latency.run``: it is reset and read exactly at the
     measured window's edges, so the CPU split covers the same window as the latency."""
 
-    instances: list[_SplitMeter] = []
-    groups: dict[str, list[int | None]] = {}
+    instances: ClassVar[list[_SplitMeter]] = []
+    groups: ClassVar[dict[str, list[int | None]]] = {}
 
     def __init__(self) -> None:
         self.split = CpuSplit(self.groups, main_thread_of=("node",))
@@ -72,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             send_latency.PySpy = lambda pid, seconds, _name, **kw: PySpy(pid, seconds, args.name, **kw)  # type: ignore[misc,assignment]
             out = asyncio.run(send_latency.run(args, server.target, server))
             log_tail = server.log_tail(20)
+            logstats = node_log_stats(server)
         finally:
             server.stop()
     bench: send_latency.LatencyBench = out.pop("bench")
@@ -101,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         "target_p99_ms": TARGET_P99_MS,
         "verdict": verdict(ack["p99_ms"], TARGET_P99_MS, higher_is_better=False) if bench.n_acked == bench.n_total else "MISS (lost acks)",
         "node_log_tail": log_tail if bench.errors else "",
+        "node_log": logstats,
         **out,
     }
+    if result.get("profile"):
+        result["profile_groups"] = profile_groups(RESULTS / f"{args.name}.pyspy.txt")
     path = write_result(args.name, result)
     d = result["delivery_latency_to_subscribers"]
     print(
@@ -113,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if result.get("profile"):
         print_profile(result["profile"])
+        print_profile_groups(result["profile_groups"])
     return 0
 
 

@@ -24,8 +24,28 @@ from typing import Any
 
 import orjson
 
-from bench.cluster_common import CpuSplit, add_cluster_args, bench_keyspace, cluster_facts, cpu_line, gc_line, service_groups, settle, start_node
-from bench.common import BenchServer, Histogram, PySpy, print_profile, verdict, write_result
+from bench.cluster_common import (
+    CpuSplit,
+    add_cluster_args,
+    bench_keyspace,
+    cluster_facts,
+    cpu_line,
+    gc_line,
+    node_log_stats,
+    print_profile_groups,
+    profile_groups,
+    service_groups,
+    settle,
+    start_node,
+)
+from bench.common import (
+    BenchServer,
+    Histogram,
+    PySpy,
+    print_profile,
+    verdict,
+    write_result,
+)
 from bench.wsclient import RawWs, connect
 
 TARGET_P99_MS = 25.0
@@ -182,6 +202,7 @@ async def measure(args: argparse.Namespace, n1: BenchServer, n2: BenchServer) ->
     if profiler:
         await loop.run_in_executor(None, profiler.wait)
         profile = profiler.summary()
+        profile["groups"] = profile_groups(profiler.raw)
     return {"run": run, "cpu_cores": cpu, "cassandra_gc_pauses": gc, "machine_busy_before_start": busy_before, "profile": profile}
 
 
@@ -208,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 out = asyncio.run(measure(args, n1, n2))
                 tails = {"node1": n1.log_tail(15), "node2": n2.log_tail(15)}
+                logstats = {"node1": node_log_stats(n1), "node2": node_log_stats(n2)}
             finally:
                 n2.stop()
         finally:
@@ -238,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_p99_ms": TARGET_P99_MS,
         "verdict": verdict(d["p99_ms"], TARGET_P99_MS, higher_is_better=False) if missing == 0 else f"MISS ({missing} deliveries missing)",
         "node_log_tails": tails,
+        "node_logs": logstats,
         "worst_delivery_ms_per_100ms": {f"{k / 10:.1f}": v for k, v in sorted(run.timeline.items()) if v > args.timeline_ms},
         **out,
     }
@@ -252,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if result.get("profile"):
         print_profile(result["profile"])
+        print_profile_groups(result["profile"]["groups"])
     return 0
 
 

@@ -31,8 +31,25 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.cluster_common import CpuSplit, add_cluster_args, bench_keyspace, cluster_facts, cpu_line, gc_line, service_groups, settle, start_node
-from bench.common import BenchServer, Histogram, PySpy, print_profile, verdict, write_result
+from bench.cluster_common import (
+    CpuSplit,
+    add_cluster_args,
+    bench_keyspace,
+    cluster_facts,
+    cpu_line,
+    gc_line,
+    service_groups,
+    settle,
+    start_node,
+)
+from bench.common import (
+    BenchServer,
+    Histogram,
+    PySpy,
+    print_profile,
+    verdict,
+    write_result,
+)
 from bench.wsclient import RawWs, connect
 
 TARGET_P99_MS = 15.0
@@ -199,7 +216,7 @@ async def store_phase(args: argparse.Namespace, keyspace: str, channel: int) -> 
             short = [0]
             deadline = _monotonic() + seconds
 
-            async def worker() -> None:
+            async def worker(deadline: float = deadline, hist: Histogram = hist, short: list[int] = short) -> None:
                 while _monotonic() < deadline:
                     t = _monotonic()
                     page = await store.history(channel, limit=50)

@@ -30,7 +30,20 @@ from typing import Any
 
 import orjson
 
-from bench.cluster_common import CpuSplit, gc_line, settle, add_cluster_args, bench_keyspace, cluster_facts, cpu_line, service_groups, start_node
+from bench.cluster_common import (
+    CpuSplit,
+    add_cluster_args,
+    bench_keyspace,
+    cluster_facts,
+    cpu_line,
+    gc_line,
+    node_log_stats,
+    print_profile_groups,
+    profile_groups,
+    service_groups,
+    settle,
+    start_node,
+)
 from bench.common import Histogram, PySpy, print_profile, verdict, write_result
 from bench.wsclient import RawWs, connect
 
@@ -154,6 +167,7 @@ async def node_phase(args: argparse.Namespace, keyspace: str) -> dict[str, Any]:
         if profiler:
             await loop.run_in_executor(None, profiler.wait)
             profile = profiler.summary()
+            profile["groups"] = profile_groups(profiler.raw)
         rate = run.acks / elapsed
         return {
             "acks_per_s": round(rate, 1),
@@ -170,6 +184,7 @@ async def node_phase(args: argparse.Namespace, keyspace: str) -> dict[str, Any]:
             "cassandra_cpu_us_per_message": round(cpu["cassandra"] / rate * 1e6, 1) if rate else None,
             "profile": profile,
             "node_log_tail": server.log_tail(15) if run.errors else "",
+            "node_log": node_log_stats(server),
         }
     finally:
         await loop.run_in_executor(None, server.stop)
@@ -365,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if node["profile"]:
                 print_profile(node["profile"])
+                print_profile_groups(node["profile"]["groups"])
         if args.mode in ("both", "store"):
             result["store"] = asyncio.run(store_phase(args, keyspace))
     best_store = max((r["ops_per_s"] for r in result.get("store", {}).get("insert_message", [])), default=None)
