@@ -104,6 +104,7 @@ def create_app(
             stack.push_async_callback(store.close)
             await hub.start()
             stack.push_async_callback(relay.close)
+            stack.push_async_callback(service.close)  # before the relay closes
             await registry.start(runtime.me())
             stack.push_async_callback(registry.close)
             stack.push_async_callback(runtime.drain)  # runs first on the way out

@@ -6,7 +6,8 @@ Layout (ASCII header, one line, then the frame bytes exactly as sockets receive 
     <kind> <channel> <message_id> <origin_session>\\n<frame JSON>
 
 ``kind`` is one of ``m`` (message), ``t`` (typing), ``r`` (read marker), ``k`` (kick:
-the user left a channel), ``j`` (joined: the user was added to a channel), ``p`` (presence). Unused numbers are ``0``, an unknown origin ``-``.
+the user left a channel), ``j`` (joined: the user was added to a channel), ``p`` (presence), ``g`` (gap: a
+message of the channel is stored but was not published; no frame). Unused numbers are ``0``, an unknown origin ``-``.
 The frame is encoded once by the publisher; every node and every socket reuses it.
 """
 
@@ -20,6 +21,7 @@ READ = "r"
 KICK = "k"
 JOINED = "j"
 PRESENCE = "p"
+GAP = "g"
 
 
 @dataclass(frozen=True, slots=True)

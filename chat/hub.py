@@ -107,6 +107,9 @@ class Hub:
             for session in interest.sessions:
                 if session.session_id != env.origin:
                     session.push(env.frame)
+        elif kind == events.GAP:
+            for session in interest.sessions:
+                session.gap(env.channel)
         elif kind == events.KICK:
             for session in list(interest.sessions):
                 session.kicked(env.channel, env.frame)

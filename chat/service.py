@@ -3,7 +3,8 @@
 send: validate → check membership → mint a Snowflake → store durably → publish on the
 relay (in ID order per channel) → return for the ack. A message is either refused
 before it is stored, or stored and then acked; publishing is best effort because every
-subscriber can recover from the store (``subscribe`` + ``since``).
+subscriber can recover from the store: a message that could not be published is
+announced as a gap (``chat.gaps``) and its channel's sockets get ``resync``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from chat import events, protocol
 from chat.auth import valid_user_id
 from chat.config import Settings
+from chat.gaps import GapAnnouncer
 from chat.errors import BadRequest, ChatError, Forbidden, NotFound, Unavailable
 from chat.ids import IdMinter, timestamp_ms
 from chat.models import Channel, ChannelKind, Message, Page, Principal
@@ -76,6 +78,10 @@ class ChatService:
         # channel → future done when the newest in-flight send on it has published.
         # Each send waits for its predecessor before publishing, so publication follows ID order.
         self._tails: dict[int, asyncio.Future[None]] = {}
+        self.gaps = GapAnnouncer(relay)
+
+    async def close(self) -> None:
+        await self.gaps.close()
 
     # Access checks
 
@@ -108,8 +114,12 @@ class ChatService:
     ) -> tuple[Message, bool]:
         """Store and publish a message; returns ``(message, created)`` (False on an idempotent retry).
 
-        ``on_stored`` runs as soon as the message is durable, before it is published: the
-        gateway acks there, so the sender's ack does not queue behind a large room's fan-out.
+        ``on_stored`` is where the gateway acks. On the in-process relay it runs as soon as
+        the message is durable, before publishing, because publishing there *is* the local
+        fan-out and the sender's ack must not queue behind a large room. On a shared relay
+        it runs once the publish has been handed to the relay: an ack then means every
+        node will see this message before any message sent after the ack, so a reply
+        never overtakes what it answers, even across nodes.
         """
         text = protocol.validate_text(text, self.settings.max_message_chars)
         client_msg_id = protocol.validate_client_msg_id(client_msg_id)
@@ -122,12 +132,15 @@ class ChatService:
         try:
             message = Message(message_id, channel_id, principal.user, text, timestamp_ms(message_id), client_msg_id)
             stored, created = await self.store.insert_message(message)
-            if on_stored is not None:
+            ack_first = self.relay.node_local or not created
+            if ack_first and on_stored is not None:
                 on_stored(stored, created)
             if created:
                 if prev is not None and not prev.done():
                     await _bounded_wait(prev, self.settings.store_timeout_s)
                 await self._publish_message(stored)
+                if not ack_first and on_stored is not None:
+                    on_stored(stored, created)
             return stored, created
         finally:
             self._release(channel_id, prev, mine)
@@ -153,6 +166,7 @@ class ChatService:
         except ChatError:
             # Stored is what counts: subscribers recover it from the store on resync.
             log.warning("relay publish failed for message %d in channel %d; it is stored", message.id, message.channel)
+            self.gaps.missed(message.channel)
 
     def replay_bound(self, channel_id: int) -> tuple[int | None, asyncio.Future[None] | None]:
         """For a subscribe seam: ``(upper, tail)``.

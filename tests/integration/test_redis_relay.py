@@ -178,3 +178,49 @@ async def test_close_while_reconnecting_is_prompt(relays: Any, private_redis: Pr
     with pytest.raises(Unavailable):
         await relay.ping()
     await asyncio.wait_for(relay.close(), 3)
+
+
+async def test_a_message_whose_publish_failed_reaches_other_nodes_as_a_gap(relays: Any, tcp_proxy: Any, tmp_path: Any) -> None:
+    """Node A reaches Redis through a proxy that freezes; node B stays connected. A's send is
+    stored and acked although its publish failed, and once A's Redis is back B learns of the
+    gap (its sockets get `resync`) instead of never hearing of that message."""
+    from chat import events
+    from chat.config import from_env
+    from chat.ids import IdMinter, SnowflakeGenerator
+    from chat.models import Principal
+    from chat.service import ChatService
+    from chat.store.sqlite import SqliteMessageStore
+    from tests.support import services
+
+    host, port = services.REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
+    proxy = await tcp_proxy((host, int(port)))
+    a, _ = await relays(f"redis://127.0.0.1:{proxy.port}", connect_timeout_s=0.3, socket_timeout_s=0.3)
+    b, sink_b = await relays()
+    store = SqliteMessageStore(tmp_path / "a.sqlite3")
+    await store.open()
+    service = ChatService(from_env({"CHAT_JWT_SECRET": "x" * 32}), store, a, IdMinter(SnowflakeGenerator(3)))
+    try:
+        alice = Principal("alice")
+        channel, _ = await service.create_channel(alice, "group", "g", [])
+        await b.subscribe(f"c:{channel.id}")
+        await service.send(alice, channel.id, "live", "k0")
+        await sink_b.wait_for(1)
+
+        proxy.freeze()
+        acked = []
+        started = time.monotonic()
+        message, created = await service.send(alice, channel.id, "stored, not published", "k1", on_stored=lambda m, c: acked.append(m))
+        assert created and acked == [message] and time.monotonic() - started < 3
+        assert service.gaps.owed == 1
+        proxy.thaw()
+
+        # (The frozen PUBLISH itself may still come through after the thaw; the gap must.)
+        def kinds() -> list[tuple[str, int]]:
+            return [(e.kind, e.channel) for e in (events.unpack(p) for _, p in sink_b.got)]
+
+        await sink_b.until(lambda: (events.GAP, channel.id) in kinds(), timeout=15)
+        page = await service.history(alice, channel.id, before=None, after=None, limit=10)
+        assert [m.text for m in page.messages] == ["live", "stored, not published"]
+    finally:
+        await service.close()
+        await store.close()

@@ -1,0 +1,127 @@
+"""The message path's hand-off between store, relay and ack (ChatService on the SQLite
+store, with a recording relay of our own port — the Redis adapter is tested for real in
+tests/integration)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from chat import events
+from chat.config import from_env
+from chat.errors import Unavailable
+from chat.gaps import GapAnnouncer
+from chat.ids import IdMinter, SnowflakeGenerator
+from chat.models import ChannelKind, Message, Principal
+from chat.relay.base import DeliverFn, GapFn
+from chat.service import ChatService
+from chat.store.sqlite import SqliteMessageStore
+
+
+class RecordingRelay:
+    """Records publishes; fails the next ``fail`` of them."""
+
+    def __init__(self, node_local: bool) -> None:
+        self.node_local = node_local
+        self.published: list[tuple[str, bytes]] = []
+        self.fail = 0
+        self.changed = asyncio.Event()
+
+    async def start(self, deliver: DeliverFn, on_gap: GapFn) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+    async def subscribe(self, topic: str) -> None: ...
+    async def unsubscribe(self, topic: str) -> None: ...
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise Unavailable("relay unavailable")
+        self.published.append((topic, payload))
+        self.changed.set()
+
+    async def until(self, count: int) -> None:
+        async with asyncio.timeout(5):
+            while len(self.published) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+ALICE = Principal("alice")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteMessageStore]:
+    s = SqliteMessageStore(tmp_path / "chat.sqlite3")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def service_with(store: SqliteMessageStore, relay: RecordingRelay) -> tuple[ChatService, int]:
+    service = ChatService(from_env({"CHAT_JWT_SECRET": "x" * 32}), store, relay, IdMinter(SnowflakeGenerator(1)))
+    channel, _ = await service.create_channel(ALICE, ChannelKind.GROUP.value, "g", [])
+    return service, channel.id
+
+
+@pytest.mark.parametrize("node_local", [True, False])
+async def test_ack_comes_before_publish_only_on_the_in_process_relay(store: SqliteMessageStore, node_local: bool) -> None:
+    relay = RecordingRelay(node_local)
+    service, ch = await service_with(store, relay)
+    published_at_ack: list[int] = []
+
+    def ack(message: Message, created: bool) -> None:
+        published_at_ack.append(len(relay.published))
+
+    await service.send(ALICE, ch, "hello", "k1", on_stored=ack)
+    # In-process: publishing is the local fan-out, the ack must not wait for it.
+    # Shared relay: the ack promises the message is on its way to every node first.
+    assert published_at_ack == [0 if node_local else 1]
+    assert len(relay.published) == 1
+    # An idempotent retry is acked at once and not published again.
+    await service.send(ALICE, ch, "hello", "k1", on_stored=ack)
+    assert published_at_ack[1] == 1 and len(relay.published) == 1
+    await service.close()
+
+
+async def test_a_message_that_could_not_be_published_is_announced_as_a_gap(store: SqliteMessageStore) -> None:
+    relay = RecordingRelay(node_local=False)
+    service, ch = await service_with(store, relay)
+    relay.fail = 3  # the message's publish, then two gap attempts
+    acked: list[Message] = []
+    message, created = await service.send(ALICE, ch, "lost live", "k1", on_stored=lambda m, c: acked.append(m))
+    assert created and acked == [message]  # stored, so acked
+    assert (await store.history(ch, before=None, after=None, limit=10)).messages[0].id == message.id
+    await relay.until(1)
+    topic, payload = relay.published[0]
+    env = events.unpack(payload)
+    assert topic == f"c:{ch}" and env.kind == events.GAP and env.channel == ch
+    assert service.gaps.owed == 0
+    await service.close()
+
+
+async def test_a_miss_during_an_announcement_is_announced_again() -> None:
+    relay = RecordingRelay(node_local=False)
+    gaps = GapAnnouncer(relay)
+    gaps.missed(7)
+    gaps.missed(8)
+    gaps.missed(7)  # still one entry for 7
+    await relay.until(2)
+    assert [events.unpack(p).channel for _, p in relay.published] == [7, 8]
+    # A miss that lands while 9's announcement is in flight may postdate it: 9 goes out twice.
+    original = relay.publish
+
+    async def publish_and_miss(topic: str, payload: bytes) -> None:
+        relay.publish = original  # type: ignore[method-assign]
+        gaps.missed(9)
+        await original(topic, payload)
+
+    relay.publish = publish_and_miss  # type: ignore[method-assign]
+    gaps.missed(9)
+    await relay.until(4)
+    assert [events.unpack(p).channel for _, p in relay.published[2:]] == [9, 9]
+    assert gaps.owed == 0
+    await gaps.close()
