@@ -1,8 +1,9 @@
 """Redis relay: cross-node pub/sub over one Redis (``redis.asyncio`` with hiredis).
 
-Connections per node: a small pool for ``PUBLISH`` (and ``PING``), and **one** pub/sub
-connection read by **one** task, which hands each message to ``deliver`` in the order Redis
-sent it (Redis keeps publish order per publisher connection and channel).
+Connections per node: **one** pipelined connection for ``PUBLISH`` and ``PING``
+(``chat.relay.redis_publisher``), and **one** pub/sub connection read by **one** task, which
+hands each message to ``deliver`` in the order Redis sent it (Redis keeps publish order per
+publisher connection and channel).
 
 * Every Redis channel name is ``prefix + topic``; the prefix is stripped before ``deliver``.
 * ``subscribe``/``unsubscribe`` write their command in call order on the pub/sub connection;
@@ -14,7 +15,7 @@ sent it (Redis keeps publish order per publisher connection and channel).
   wanted topic, and once Redis confirmed them, ``on_gap(topics)``: pub/sub is at-most-once,
   the hub tells those topics' sockets to ``resync`` from the store.
 * ``publish`` and ``ping`` raise :class:`~chat.errors.Unavailable` while Redis is unreachable,
-  within about ``connect_timeout_s + socket_timeout_s`` (no driver-level retries: at-most-once).
+  within about ``connect_timeout_s + socket_timeout_s`` (no retries: at-most-once).
 
 This uses plain ``PUBLISH``/``SUBSCRIBE`` (one Redis). On Redis Cluster, use sharded pub/sub
 (``SPUBLISH``/``SSUBSCRIBE``, Redis ≥ 7): a channel then lives on the shard owning its key slot
@@ -28,9 +29,10 @@ import collections
 import contextlib
 import logging
 import random
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
-from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -39,6 +41,7 @@ from redis.asyncio.retry import Retry
 
 from chat.errors import Unavailable
 from chat.relay.base import DeliverFn, GapFn
+from chat.relay.redis_publisher import RedisPublisher
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ class RedisRelay:
         backoff_min_s: float = 0.05,
         backoff_max_s: float = 2.0,
         # Limits
-        max_publish_connections: int = 16,
+        max_publish_in_flight: int = 10_000,
     ) -> None:
         # May hold a password: never logged or shown in repr.
         self._url = url
@@ -97,11 +100,11 @@ class RedisRelay:
         # An idle pub/sub connection is PINGed this often; no answer within one more interval = dead.
         self._health_interval_s = health_interval_s
         self._backoff = (backoff_min_s, backoff_max_s)
-        self._max_publish_connections = max_publish_connections
+        self._max_publish_in_flight = max_publish_in_flight
         self._deliver: DeliverFn | None = None
         self._on_gap: GapFn | None = None
-        # Publisher: PUBLISH and PING, bounded pool (waits for a free connection, then fails).
-        self._client: Redis | None = None
+        # PUBLISH and PING, pipelined over one connection.
+        self._publisher: RedisPublisher | None = None
         # Builds the pub/sub connection (never shared with the publisher).
         self._sub_pool: ConnectionPool | None = None
         # The live pub/sub connection; None while reconnecting.
@@ -139,18 +142,16 @@ class RedisRelay:
             protocol=2,
             maint_notifications_config=MaintNotificationsConfig(enabled=False),
         )
-        self._client = Redis(
-            connection_pool=BlockingConnectionPool.from_url(
-                self._url,
-                max_connections=self._max_publish_connections,
-                timeout=self._socket_timeout_s,
-                client_name=f"{self.name}-pub",
-                **common,
-            )
+        self._publisher = RedisPublisher(
+            self._url,
+            client_name=f"{self.name}-pub",
+            connect_timeout_s=self._connect_timeout_s,
+            reply_timeout_s=self._socket_timeout_s,
+            max_in_flight=self._max_publish_in_flight,
         )
         self._sub_pool = ConnectionPool.from_url(self._url, client_name=f"{self.name}-sub", **common)
         try:
-            await self._bounded(self._client.ping())
+            await self._published(self._publisher.ping())
             conn = await self._open_sub()
         except Unavailable:
             await self.close()
@@ -169,10 +170,9 @@ class RedisRelay:
         self._fail_pending()
         if conn is not None:
             await conn.disconnect(nowait=True)
-        if self._client is not None:
-            with contextlib.suppress(*_FAILURES):
-                await self._client.aclose(close_connection_pool=True)
-            self._client = None
+        if self._publisher is not None:
+            await self._publisher.close()
+            self._publisher = None
         if self._sub_pool is not None:
             with contextlib.suppress(*_FAILURES):
                 await self._sub_pool.disconnect()
@@ -181,30 +181,40 @@ class RedisRelay:
     # Publishing
 
     async def ping(self) -> None:
-        if self._closed or self._client is None:
+        if self._closed or self._publisher is None:
             raise Unavailable("relay is not running")
         if not self._up.is_set():
             raise Unavailable("relay is reconnecting to Redis", retry_after_ms=1000)
-        await self._bounded(self._client.ping())
+        await self._published(self._publisher.ping())
 
     async def publish(self, topic: str, payload: bytes) -> None:
-        client = self._client
-        if self._closed or client is None:
+        publisher = self._publisher
+        if self._closed or publisher is None:
             raise Unavailable("relay is not running")
-        await self._bounded(client.publish(self._prefix + topic.encode(), payload))
+        if not self._publish_failing:  # the hot path: no wrapper coroutine
+            try:
+                await publisher.publish(self._prefix + topic.encode(), payload)
+                return
+            except Unavailable as exc:
+                self._publish_failed(exc)
+                raise
+        await self._published(publisher.publish(self._prefix + topic.encode(), payload))
 
-    async def _bounded(self, call: object) -> object:
-        """Await a publisher call; any failure or a hang past the socket bounds → Unavailable."""
+    async def _published(self, call: Awaitable[None]) -> None:
+        """Await a publisher call, logging the first failure of an outage and the recovery."""
         try:
-            async with asyncio.timeout(self._connect_timeout_s + self._socket_timeout_s + 0.5):
-                result = await call  # type: ignore[misc]
-        except (*_FAILURES, ConnectionError) as exc:
-            # One warning per outage, not one per message sent while Redis is down.
-            log.log(logging.DEBUG if self._publish_failing else logging.WARNING, "redis relay: %s: %s", type(exc).__name__, exc)
-            self._publish_failing = True
-            raise Unavailable("relay unavailable", retry_after_ms=1000) from None
-        self._publish_failing = False
-        return result
+            await call
+        except Unavailable as exc:
+            self._publish_failed(exc)
+            raise
+        if self._publish_failing:
+            self._publish_failing = False
+            log.info("redis relay: publishing again")
+
+    def _publish_failed(self, exc: Unavailable) -> None:
+        # One warning per outage, not one per message sent while Redis is down.
+        log.log(logging.DEBUG if self._publish_failing else logging.WARNING, "redis relay: publish failed: %s", exc.message)
+        self._publish_failing = True
 
     # Subscriptions
 

@@ -1,0 +1,72 @@
+"""The pipelined publisher (chat/relay/redis_publisher.py) against real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chat.errors import Unavailable
+from chat.relay.redis_publisher import RedisPublisher
+from tests.integration.conftest import PrivateRedis
+
+pytestmark = pytest.mark.redis
+
+
+async def test_concurrent_publishes_arrive_in_call_order(relays: Any) -> None:
+    a, _ = await relays()
+    b, sink_b = await relays()
+    await b.subscribe("c:1")
+    # 2,000 calls in flight at once on the one connection.
+    await asyncio.gather(*(a.publish("c:1", b"%d" % i) for i in range(2000)))
+    await sink_b.wait_for(2000)
+    assert [int(p) for p in sink_b.payloads("c:1")] == list(range(2000))
+
+
+async def test_password_from_the_url_and_a_wrong_one(tmp_path: Path) -> None:
+    server = PrivateRedis(tmp_path, "--requirepass", "s3cret-pw")
+    server.start()
+    try:
+        good = RedisPublisher(f"redis://:s3cret-pw@127.0.0.1:{server.port}/0", client_name="t-pub")
+        await good.ping()
+        await good.publish(b"c:1", b"x")
+        await good.close()
+        bad = RedisPublisher(f"redis://:wrong@127.0.0.1:{server.port}/0", client_name="t-pub")
+        with pytest.raises(Unavailable) as refused:
+            await bad.publish(b"c:1", b"x")
+        assert "wrong" not in str(refused.value) and "refused" in str(refused.value)
+        await bad.close()
+    finally:
+        server.stop()
+
+
+async def test_a_redis_that_stops_reading_fails_calls_within_the_bound(private_redis: PrivateRedis) -> None:
+    publisher = RedisPublisher(private_redis.url, client_name="t-pub", reply_timeout_s=0.5, max_in_flight=50)
+    await publisher.ping()
+    private_redis.pause()
+    try:
+        started = time.monotonic()
+        calls = [asyncio.ensure_future(publisher.publish(b"c:1", b"%d" % i)) for i in range(60)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        elapsed = time.monotonic() - started
+        assert all(isinstance(r, Unavailable) for r in results)
+        # Past max_in_flight the call is refused at once, not queued.
+        assert sum("not keeping up" in str(r) for r in results) == 10
+        assert elapsed < 2
+    finally:
+        private_redis.resume()
+    await publisher.ping()  # reconnected on demand
+    await publisher.close()
+
+
+async def test_nothing_listening_fails_fast(tmp_path: Path) -> None:
+    server = PrivateRedis(tmp_path)  # a free port with nothing on it
+    publisher = RedisPublisher(server.url, client_name="t-pub")
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        await publisher.ping()
+    assert time.monotonic() - started < 1
+    await publisher.close()
