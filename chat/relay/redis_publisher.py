@@ -12,7 +12,7 @@ The commands used here only ever answer with simple RESP2 replies (``:n``, ``+OK
 ``+PONG``, ``-ERR …``), so the reply parser is a line splitter. redis-py still parses the URL.
 
 Bounds: a call fails with :class:`~chat.errors.Unavailable` if the connection cannot be made
-within ``connect_timeout_s``, if its reply has not come within ``reply_timeout_s`` (a
+within ``connect_timeout_s`` (and then at once, for a short backoff, before trying again), if its reply has not come within ``reply_timeout_s`` (a
 watchdog then aborts the connection and fails everything in flight), if Redis stopped reading
 (the transport paused writing), or if ``max_in_flight`` calls are already waiting.
 """
@@ -31,6 +31,9 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, 
 from chat.errors import Unavailable
 
 log = logging.getLogger(__name__)
+
+_BACKOFF_MIN_S = 0.05
+_BACKOFF_MAX_S = 1.0
 
 
 class _Protocol(asyncio.Protocol):
@@ -162,6 +165,11 @@ class RedisPublisher:
         self._conn: _Protocol | None = None
         # One connection attempt at a time, shared by every caller that needs it.
         self._connecting: asyncio.Future[_Protocol] | None = None
+        # After a failed attempt, calls fail at once until this monotonic time (capped
+        # exponential backoff): during an outage a send is acked without first waiting
+        # out a connect timeout, and its gap is announced when Redis is back.
+        self._retry_at = 0.0
+        self._backoff_s = _BACKOFF_MIN_S
         self._closed = False
 
     async def publish(self, channel: bytes, payload: bytes) -> None:
@@ -188,6 +196,8 @@ class RedisPublisher:
         if self._closed:
             raise Unavailable("relay is not running")
         if self._connecting is None or self._connecting.done():
+            if time.monotonic() < self._retry_at:
+                raise Unavailable("relay unavailable (reconnecting)", retry_after_ms=1000)
             self._connecting = asyncio.ensure_future(self._open())
         return await asyncio.shield(self._connecting)
 
@@ -218,11 +228,14 @@ class RedisPublisher:
             if conn is not None:
                 conn.close()
             why = "authentication or handshake refused" if isinstance(exc, Unavailable) else type(exc).__name__
+            self._retry_at = time.monotonic() + self._backoff_s
+            self._backoff_s = min(self._backoff_s * 2, _BACKOFF_MAX_S)
             raise Unavailable(f"relay unavailable ({why})", retry_after_ms=1000) from None
         if self._closed:
             conn.close()
             raise Unavailable("relay is not running")
         self._conn = conn
+        self._backoff_s = _BACKOFF_MIN_S
         return conn
 
 

@@ -70,3 +70,24 @@ async def test_nothing_listening_fails_fast(tmp_path: Path) -> None:
         await publisher.ping()
     assert time.monotonic() - started < 1
     await publisher.close()
+
+
+async def test_after_a_failed_connect_calls_fail_at_once_until_the_backoff_ends(private_redis: PrivateRedis) -> None:
+    publisher = RedisPublisher(private_redis.url, client_name="t-pub")
+    await publisher.ping()
+    await asyncio.to_thread(private_redis.stop)
+    with pytest.raises(Unavailable):
+        await publisher.ping()  # lost connection or refused connect, whichever it meets first
+    with pytest.raises(Unavailable):
+        await publisher.ping()
+    with pytest.raises(Unavailable, match="reconnecting"):
+        await publisher.ping()  # within the backoff after a refused connect: no attempt at all
+    await asyncio.to_thread(private_redis.start)
+    async with asyncio.timeout(5):
+        while True:  # the backoff (at most 1 s) ends and the next call connects
+            try:
+                await publisher.ping()
+                break
+            except Unavailable:
+                await asyncio.sleep(0.05)  # polling a backoff window; nothing to await
+    await publisher.close()
