@@ -268,9 +268,12 @@ cassandra_jvm_opts() {
     -ea -da:net.openhft...
     -XX:+UseThreadPriorities -Xss256k -XX:+UseTLAB -XX:+ResizeTLAB -XX:+PerfDisableSharedMem
     -Djava.net.preferIPv4Stack=true
-    # conf/jvm17-server.options: G1 (region size left to the JVM for a 1 GiB heap)
+    # conf/jvm17-server.options: G1 (region size left to the JVM for a 1 GiB heap), except the pause
+    # goal: 50 ms instead of 300 ms, since this latency-oriented dev/test node should not allow 300 ms
+    # pauses (BENCHMARKS.md: measured together with memtable_allocation_type: offheap_objects in
+    # cassandra.yaml, shorter G1 pauses and +12-22 % store throughput)
     -XX:+UseG1GC -XX:+ParallelRefProcEnabled -XX:MaxTenuringThreshold=1
-    -XX:G1RSetUpdatingPauseTimePercent=5 -XX:MaxGCPauseMillis=300 -XX:InitiatingHeapOccupancyPercent=70
+    -XX:G1RSetUpdatingPauseTimePercent=5 -XX:MaxGCPauseMillis=50 -XX:InitiatingHeapOccupancyPercent=70
     # conf/jvm17-server.options: JPMS
     -Djdk.attach.allowAttachSelf=true
     --add-exports java.base/jdk.internal.misc=ALL-UNNAMED
