@@ -46,7 +46,7 @@ def add_cluster_args(parser: argparse.ArgumentParser) -> None:
         "--patch",
         action="append",
         default=[],
-        choices=["handoff", "nowaitfor", "switch1ms", "pubpipe", "gclog", "gcfreeze"],
+        choices=["switch1ms", "gclog", "gcfreeze"],
         help="run the node(s) (and, in store_throughput, the in-process store) with a prototype from bench.cassandra_variants (repeatable)",
     )
 
