@@ -312,6 +312,8 @@ class RedisRelay:
                     delay = min(delay * 2, self._backoff[1])
                     continue
                 connected_at, failures = loop.time(), 0
+                if self._publisher is not None:
+                    self._publisher.retry_now()  # Redis is back: publish without waiting out a backoff
                 if lost_at is not None:
                     log.info(
                         "redis relay: pub/sub back after %.1fs, re-subscribed %d topics", connected_at - lost_at, len(self._wanted)

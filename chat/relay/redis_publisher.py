@@ -12,7 +12,7 @@ The commands used here only ever answer with simple RESP2 replies (``:n``, ``+OK
 ``+PONG``, ``-ERR …``), so the reply parser is a line splitter. redis-py still parses the URL.
 
 Bounds: a call fails with :class:`~chat.errors.Unavailable` if the connection cannot be made
-within ``connect_timeout_s`` (and then at once, for a short backoff, before trying again), if its reply has not come within ``reply_timeout_s`` (a
+within ``connect_timeout_s`` (after such a timeout, at once for a short backoff), if its reply has not come within ``reply_timeout_s`` (a
 watchdog then aborts the connection and fails everything in flight), if Redis stopped reading
 (the transport paused writing), or if ``max_in_flight`` calls are already waiting.
 """
@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 1.0
+
+
+class _Refused(Unavailable):
+    """Redis answered the command with an error reply."""
 
 
 class _Protocol(asyncio.Protocol):
@@ -73,7 +77,7 @@ class _Protocol(asyncio.Protocol):
             if kind in (b":", b"+"):
                 future.set_result(line[1:])
             elif kind == b"-":
-                future.set_exception(Unavailable(f"redis refused: {line[1:200].decode(errors='replace')}", retry_after_ms=1000))
+                future.set_exception(_Refused(f"redis refused: {line[1:200].decode(errors='replace')}", retry_after_ms=1000))
             else:  # a bulk or array reply: not something PUBLISH/PING/AUTH answer
                 self._abort(f"unexpected reply type {kind!r}")
                 return
@@ -165,9 +169,9 @@ class RedisPublisher:
         self._conn: _Protocol | None = None
         # One connection attempt at a time, shared by every caller that needs it.
         self._connecting: asyncio.Future[_Protocol] | None = None
-        # After a failed attempt, calls fail at once until this monotonic time (capped
-        # exponential backoff): during an outage a send is acked without first waiting
-        # out a connect timeout, and its gap is announced when Redis is back.
+        # After an attempt that timed out, calls fail at once until this monotonic time
+        # (capped exponential backoff): while Redis is unreachable a send is acked without
+        # first waiting out a connect timeout, and its gap is announced when Redis is back.
         self._retry_at = 0.0
         self._backoff_s = _BACKOFF_MIN_S
         self._closed = False
@@ -183,6 +187,10 @@ class RedisPublisher:
         if conn is None or conn.lost:
             conn = await self._connect()
         await conn.call(pack(b"PING"))
+
+    def retry_now(self) -> None:
+        """Redis answered elsewhere (the pub/sub connection is back): end the backoff."""
+        self._retry_at = 0.0
 
     async def close(self) -> None:
         self._closed = True
@@ -227,9 +235,19 @@ class RedisPublisher:
         except (OSError, TimeoutError, Unavailable) as exc:
             if conn is not None:
                 conn.close()
-            why = "authentication or handshake refused" if isinstance(exc, Unavailable) else type(exc).__name__
-            self._retry_at = time.monotonic() + self._backoff_s
-            self._backoff_s = min(self._backoff_s * 2, _BACKOFF_MAX_S)
+            refused_connect = isinstance(exc, OSError) and not isinstance(exc, TimeoutError)
+            if isinstance(exc, _Refused):
+                why = "authentication or handshake refused"
+            elif refused_connect:
+                why = type(exc).__name__
+            else:  # no connection or no handshake reply in time (TimeoutError, or the watchdog)
+                why = "TimeoutError"
+            if not refused_connect:
+                # A refused connect is instant and simply tried again on the next call, so the
+                # first send after Redis is back goes out live; a connect or handshake that
+                # hangs (or a refused AUTH) would cost every caller its wait: back off.
+                self._retry_at = time.monotonic() + self._backoff_s
+                self._backoff_s = min(self._backoff_s * 2, _BACKOFF_MAX_S)
             raise Unavailable(f"relay unavailable ({why})", retry_after_ms=1000) from None
         if self._closed:
             conn.close()
