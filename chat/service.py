@@ -165,7 +165,8 @@ class ChatService:
             await self.relay.publish(channel_topic(message.channel), events.pack(events.MESSAGE, message.channel, message.id, "-", frame))
         except ChatError:
             # Stored is what counts: subscribers recover it from the store on resync.
-            log.warning("relay publish failed for message %d in channel %d; it is stored", message.id, message.channel)
+            # Debug only: the relay warns once per outage, not once per message.
+            log.debug("relay publish failed for message %d in channel %d; it is stored", message.id, message.channel)
             self.gaps.missed(message.channel)
 
     def replay_bound(self, channel_id: int) -> tuple[int | None, asyncio.Future[None] | None]:
