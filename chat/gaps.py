@@ -59,6 +59,7 @@ class GapAnnouncer:
 
     async def _announce(self) -> None:
         delay = _RETRY_MIN_S
+        announced = 0
         while self._owed:
             channel_id, misses = next(iter(self._owed.items()))
             try:
@@ -74,7 +75,9 @@ class GapAnnouncer:
                 del self._owed[channel_id]
             else:
                 self._owed[channel_id] = self._owed.pop(channel_id)  # to the back of the line
-            log.info("relay: announced a gap in channel %d", channel_id)
+            announced += 1
+        # One line per outage, however many channels it touched.
+        log.info("relay: announced %d gap(s); those channels' subscribers resync from the store", announced)
 
 
 def gap_payload(channel_id: int) -> bytes:
