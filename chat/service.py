@@ -168,6 +168,9 @@ class ChatService:
             # Debug only: the relay warns once per outage, not once per message.
             log.debug("relay publish failed for message %d in channel %d; it is stored", message.id, message.channel)
             self.gaps.missed(message.channel)
+        except asyncio.CancelledError:
+            self.gaps.missed(message.channel)  # stored, maybe never published: say so
+            raise
 
     def replay_bound(self, channel_id: int) -> tuple[int | None, asyncio.Future[None] | None]:
         """For a subscribe seam: ``(upper, tail)``.
