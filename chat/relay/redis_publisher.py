@@ -32,8 +32,8 @@ from chat.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
-_BACKOFF_MIN_S = 0.05
-_BACKOFF_MAX_S = 1.0
+_BACKOFF_MIN_S = 0.25
+_BACKOFF_MAX_S = 2.0
 
 
 class _Refused(Unavailable):
