@@ -191,30 +191,20 @@ class RedisRelay:
         publisher = self._publisher
         if self._closed or publisher is None:
             raise Unavailable("relay is not running")
-        if not self._publish_failing:  # the hot path: no wrapper coroutine
-            try:
-                await publisher.publish(self._prefix + topic.encode(), payload)
-                return
-            except Unavailable as exc:
-                self._publish_failed(exc)
-                raise
         await self._published(publisher.publish(self._prefix + topic.encode(), payload))
 
     async def _published(self, call: Awaitable[None]) -> None:
-        """Await a publisher call, logging the first failure of an outage and the recovery."""
+        """Await a publisher call, logging the first failure of an outage and the recovery
+        (one warning per outage, not one per message sent while Redis is down)."""
         try:
             await call
         except Unavailable as exc:
-            self._publish_failed(exc)
+            log.log(logging.DEBUG if self._publish_failing else logging.WARNING, "redis relay: publish failed: %s", exc.message)
+            self._publish_failing = True
             raise
         if self._publish_failing:
             self._publish_failing = False
             log.info("redis relay: publishing again")
-
-    def _publish_failed(self, exc: Unavailable) -> None:
-        # One warning per outage, not one per message sent while Redis is down.
-        log.log(logging.DEBUG if self._publish_failing else logging.WARNING, "redis relay: publish failed: %s", exc.message)
-        self._publish_failing = True
 
     # Subscriptions
 
