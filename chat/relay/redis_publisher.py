@@ -138,7 +138,7 @@ class _Protocol(asyncio.Protocol):
         pending, self.pending = self.pending, collections.deque()
         for future, _ in pending:
             if not future.done():
-                future.set_exception(Unavailable("relay unavailable", retry_after_ms=1000))
+                future.set_exception(Unavailable(f"relay unavailable ({why})", retry_after_ms=1000))
 
 
 def pack(*args: bytes) -> bytes:
