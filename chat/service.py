@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from chat import events, protocol
 from chat.auth import valid_user_id
@@ -117,9 +117,13 @@ class ChatService:
         ``on_stored`` is where the gateway acks. On the in-process relay it runs as soon as
         the message is durable, before publishing, because publishing there *is* the local
         fan-out and the sender's ack must not queue behind a large room. On a shared relay
-        it runs once the publish has been handed to the relay: an ack then means every
-        node will see this message before any message sent after the ack, so a reply
-        never overtakes what it answers, even across nodes.
+        it runs once the relay confirmed the publish: an ack then means every node will see
+        this message before any message sent after the ack, so a reply never overtakes what
+        it answers, even across nodes.
+
+        The channel's next message may publish as soon as this one is *handed off* to the
+        relay (written in order), not once it is confirmed: a hot channel is then not held to
+        one publish per round trip to the broker.
         """
         text = protocol.validate_text(text, self.settings.max_message_chars)
         client_msg_id = protocol.validate_client_msg_id(client_msg_id)
@@ -129,6 +133,7 @@ class ChatService:
         prev = self._tails.get(channel_id)
         mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tails[channel_id] = mine
+        released = False
         try:
             message = Message(message_id, channel_id, principal.user, text, timestamp_ms(message_id), client_msg_id)
             stored, created = await self.store.insert_message(message)
@@ -138,12 +143,17 @@ class ChatService:
             if created:
                 if prev is not None and not prev.done():
                     await _bounded_wait(prev, self.settings.store_timeout_s)
-                await self._publish_message(stored)
+                confirmed = self._hand_off_message(stored)
+                self._release(channel_id, prev, mine)
+                released = True
+                if confirmed is not None:
+                    await self._confirm(confirmed, stored)
                 if not ack_first and on_stored is not None:
                     on_stored(stored, created)
             return stored, created
         finally:
-            self._release(channel_id, prev, mine)
+            if not released:
+                self._release(channel_id, prev, mine)
 
     def _release(self, channel_id: int, prev: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
         # Done only once every earlier send on the channel is done too (even if ours failed
@@ -159,18 +169,29 @@ class ChatService:
         else:
             prev.add_done_callback(finish)
 
-    async def _publish_message(self, message: Message) -> None:
+    def _hand_off_message(self, message: Message) -> Awaitable[None] | None:
+        """Hand the message to the relay now; None if it refused at once (a gap is owed)."""
         frame = protocol.encode("message", {"message": message.to_wire()})
         try:
-            await self.relay.publish(channel_topic(message.channel), events.pack(events.MESSAGE, message.channel, message.id, "-", frame))
+            return self.relay.hand_off(channel_topic(message.channel), events.pack(events.MESSAGE, message.channel, message.id, "-", frame))
         except ChatError:
-            # Stored is what counts: subscribers recover it from the store on resync.
-            # Debug only: the relay warns once per outage, not once per message.
-            log.debug("relay publish failed for message %d in channel %d; it is stored", message.id, message.channel)
-            self.gaps.missed(message.channel)
+            self._missed(message)
+            return None
+
+    async def _confirm(self, confirmed: Awaitable[None], message: Message) -> None:
+        try:
+            await confirmed
+        except ChatError:
+            self._missed(message)
         except asyncio.CancelledError:
-            self.gaps.missed(message.channel)  # stored, maybe never published: say so
+            self._missed(message)  # stored, maybe never published: say so
             raise
+
+    def _missed(self, message: Message) -> None:
+        # Stored is what counts: subscribers recover it from the store on resync. Debug
+        # only: the relay warns once per outage, not once per message.
+        log.debug("relay publish failed for message %d in channel %d; it is stored", message.id, message.channel)
+        self.gaps.missed(message.channel)
 
     def replay_bound(self, channel_id: int) -> tuple[int | None, asyncio.Future[None] | None]:
         """For a subscribe seam: ``(upper, tail)``.

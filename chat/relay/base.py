@@ -10,12 +10,18 @@ Contract (``tests/contract/test_relay.py``):
 * When delivery may have been interrupted (connection lost and re-established) the relay
   calls ``on_gap(topics)`` for the topics it was subscribed to, after resubscribing, so
   the hub can tell their sockets to ``resync`` from the store.
-* ``publish`` raises :class:`chat.errors.Unavailable` if it cannot hand the payload on.
+* ``hand_off(topic, payload)`` takes the payload *now*: payloads handed off one after another
+  on a node go out in that order even if nobody awaited the first. It returns an awaitable
+  that completes once the relay confirmed the payload, or raises
+  :class:`chat.errors.Unavailable` (at once, or from the awaitable) if it cannot carry it.
+  The message path releases a channel's next message as soon as this one is handed off, so a
+  hot channel is not limited to one publish per round trip to the broker.
+* ``publish`` is ``await hand_off(...)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 # (topic, payload) → None. Called on the event loop, must not block, must not raise.
@@ -42,6 +48,10 @@ class Relay(Protocol):
         ...
 
     async def unsubscribe(self, topic: str) -> None:
+        ...
+
+    def hand_off(self, topic: str, payload: bytes) -> Awaitable[None]:
+        """Take ``payload`` now, in call order; await the result for the confirmation."""
         ...
 
     async def publish(self, topic: str, payload: bytes) -> None:

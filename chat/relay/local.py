@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+
 from chat.errors import Unavailable
 from chat.relay.base import DeliverFn, GapFn
 
@@ -34,9 +37,16 @@ class LocalRelay:
     async def unsubscribe(self, topic: str) -> None:
         self._topics.discard(topic)
 
-    async def publish(self, topic: str, payload: bytes) -> None:
+    def hand_off(self, topic: str, payload: bytes) -> Awaitable[None]:
+        """Delivers before returning: the confirmation is already there."""
         deliver = self._deliver
         if deliver is None:
             raise Unavailable("relay is not running")
         if topic in self._topics:
             deliver(topic, payload)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        await self.hand_off(topic, payload)

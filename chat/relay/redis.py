@@ -187,24 +187,35 @@ class RedisRelay:
             raise Unavailable("relay is reconnecting to Redis", retry_after_ms=1000)
         await self._published(self._publisher.ping())
 
-    async def publish(self, topic: str, payload: bytes) -> None:
+    def hand_off(self, topic: str, payload: bytes) -> Awaitable[None]:
         publisher = self._publisher
         if self._closed or publisher is None:
             raise Unavailable("relay is not running")
-        await self._published(publisher.publish(self._prefix + topic.encode(), payload))
+        try:
+            sent = publisher.hand_off(self._prefix + topic.encode(), payload)  # written (or queued) now
+        except Unavailable as exc:
+            self._publish_failed(exc)
+            raise
+        return self._published(sent)
 
-    async def _published(self, call: Awaitable[None]) -> None:
-        """Await a publisher call, logging the first failure of an outage and the recovery
-        (one warning per outage, not one per message sent while Redis is down)."""
+    async def publish(self, topic: str, payload: bytes) -> None:
+        await self.hand_off(topic, payload)
+
+    async def _published(self, call: Awaitable[object]) -> None:
+        """Await a publisher call, logging the first failure of an outage and the recovery."""
         try:
             await call
         except Unavailable as exc:
-            log.log(logging.DEBUG if self._publish_failing else logging.WARNING, "redis relay: publish failed: %s", exc.message)
-            self._publish_failing = True
+            self._publish_failed(exc)
             raise
         if self._publish_failing:
             self._publish_failing = False
             log.info("redis relay: publishing again")
+
+    def _publish_failed(self, exc: Unavailable) -> None:
+        # One warning per outage, not one per message sent while Redis is down.
+        log.log(logging.DEBUG if self._publish_failing else logging.WARNING, "redis relay: publish failed: %s", exc.message)
+        self._publish_failing = True
 
     # Subscriptions
 

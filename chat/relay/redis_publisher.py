@@ -98,13 +98,14 @@ class _Protocol(asyncio.Protocol):
 
     # Calls
 
-    def call(self, packed: bytes) -> asyncio.Future[bytes]:
-        """Write one packed command; the future gets its reply (or Unavailable)."""
+    def call(self, packed: bytes, future: asyncio.Future[bytes] | None = None) -> asyncio.Future[bytes]:
+        """Write one packed command now; ``future`` (or a new one) gets its reply or Unavailable."""
         if self.lost or self.transport is None:
             raise Unavailable("relay unavailable", retry_after_ms=1000)
         if self.paused or len(self.pending) >= self._max_in_flight:
             raise Unavailable("relay is not keeping up", retry_after_ms=1000)
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
         self.pending.append((future, time.monotonic()))
         self.transport.write(packed)
         return future
@@ -168,7 +169,9 @@ class RedisPublisher:
         self._max_in_flight = max_in_flight
         self._conn: _Protocol | None = None
         # One connection attempt at a time, shared by every caller that needs it.
-        self._connecting: asyncio.Future[_Protocol] | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        # Commands handed off while there was no connection, written in order once there is.
+        self._backlog: collections.deque[tuple[bytes, asyncio.Future[bytes]]] = collections.deque()
         # After an attempt that timed out, calls fail at once until this monotonic time
         # (capped exponential backoff): while Redis is unreachable a send is acked without
         # first waiting out a connect timeout, and its gap is announced when Redis is back.
@@ -176,17 +179,15 @@ class RedisPublisher:
         self._backoff_s = _BACKOFF_MIN_S
         self._closed = False
 
+    def hand_off(self, channel: bytes, payload: bytes) -> asyncio.Future[bytes]:
+        """Write ``PUBLISH`` now (or queue it, in order, while connecting); await for the reply."""
+        return self._send(b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(channel), channel, len(payload), payload))
+
     async def publish(self, channel: bytes, payload: bytes) -> None:
-        conn = self._conn
-        if conn is None or conn.lost:
-            conn = await self._connect()
-        await conn.call(b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(channel), channel, len(payload), payload))
+        await self.hand_off(channel, payload)
 
     async def ping(self) -> None:
-        conn = self._conn
-        if conn is None or conn.lost:
-            conn = await self._connect()
-        await conn.call(pack(b"PING"))
+        await self._send(pack(b"PING"))
 
     def retry_now(self) -> None:
         """Redis answered elsewhere (the pub/sub connection is back): end the backoff."""
@@ -196,18 +197,53 @@ class RedisPublisher:
         self._closed = True
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
+        self._fail_backlog("relay is not running")
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    async def _connect(self) -> _Protocol:
+    def _send(self, packed: bytes) -> asyncio.Future[bytes]:
+        conn = self._conn
+        if conn is not None and not conn.lost:
+            return conn.call(packed)
+        # No connection: queue behind what is already waiting, so hand-off order is kept.
         if self._closed:
             raise Unavailable("relay is not running")
-        if self._connecting is None or self._connecting.done():
-            if time.monotonic() < self._retry_at:
-                raise Unavailable("relay unavailable (reconnecting)", retry_after_ms=1000)
-            self._connecting = asyncio.ensure_future(self._open())
-        return await asyncio.shield(self._connecting)
+        connecting = self._connecting is not None and not self._connecting.done()
+        if not connecting and time.monotonic() < self._retry_at:
+            raise Unavailable("relay unavailable (reconnecting)", retry_after_ms=1000)
+        if len(self._backlog) >= self._max_in_flight:
+            raise Unavailable("relay is not keeping up", retry_after_ms=1000)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._backlog.append((packed, future))
+        if not connecting:
+            self._connecting = asyncio.create_task(self._connect(), name="redis-publisher-connect")
+        return future
+
+    async def _connect(self) -> None:
+        """Open a connection and write the backlog in order; on failure, fail the backlog."""
+        try:
+            conn = await self._open()
+        except Unavailable as exc:
+            self._fail_backlog(exc.message)
+            return
+        except asyncio.CancelledError:
+            self._fail_backlog("relay is not running")
+            raise
+        backlog, self._backlog = self._backlog, collections.deque()
+        for packed, future in backlog:
+            if future.done():
+                continue  # its caller gave up
+            try:
+                conn.call(packed, future)
+            except Unavailable as exc:
+                future.set_exception(exc)
+
+    def _fail_backlog(self, why: str) -> None:
+        backlog, self._backlog = self._backlog, collections.deque()
+        for _, future in backlog:
+            if not future.done():
+                future.set_exception(Unavailable(why, retry_after_ms=1000))
 
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()

@@ -41,6 +41,16 @@ async def test_order_per_topic_is_publish_order(relay: tuple[Any, Sink]) -> None
         assert seq == sorted(seq) and len(seq) == 250
 
 
+async def test_hand_off_order_holds_without_awaiting_each_confirmation(relay: tuple[Any, Sink]) -> None:
+    r, sink = relay
+    await r.subscribe("c:12")
+    confirmations = [r.hand_off("c:12", b"%d" % i) for i in range(1000)]  # no await in between
+    for confirmation in confirmations:
+        await confirmation
+    got = await sink.wait_for(1000)
+    assert [int(p) for _, p in got] == list(range(1000))
+
+
 async def test_payload_bytes_are_opaque(relay: tuple[Any, Sink]) -> None:
     r, sink = relay
     await r.subscribe("u:alice")

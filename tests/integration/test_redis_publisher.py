@@ -12,6 +12,7 @@ import pytest
 from chat.errors import Unavailable
 from chat.relay.redis_publisher import RedisPublisher
 from tests.integration.conftest import PrivateRedis
+from tests.support import services
 
 pytestmark = pytest.mark.redis
 
@@ -73,8 +74,6 @@ async def test_nothing_listening_fails_fast(tmp_path: Path) -> None:
 
 
 async def test_after_a_connect_timeout_calls_fail_at_once_until_the_backoff_ends(tcp_proxy: Any) -> None:
-    from tests.support import services
-
     host, port = services.REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
     proxy = await tcp_proxy((host, int(port)))
     publisher = RedisPublisher(f"redis://127.0.0.1:{proxy.port}/0", client_name="t-pub", connect_timeout_s=1.0, reply_timeout_s=1.0)
@@ -100,4 +99,18 @@ async def test_a_refused_connect_is_retried_on_the_next_call(private_redis: Priv
             await publisher.ping()
     await asyncio.to_thread(private_redis.start)
     await publisher.ping()  # no backoff to wait out: the first call after the restart works
+    await publisher.close()
+
+
+async def test_hand_offs_before_the_connection_exists_keep_their_order(relays: Any) -> None:
+    """The first hand-offs of a publisher queue behind its one connection attempt and are
+    written in hand-off order once it is up (the same path as after a lost connection)."""
+    b, sink_b = await relays()
+    await b.subscribe("c:1")
+    publisher = RedisPublisher(services.REDIS_URL, client_name="t-pub")
+    channel = b._prefix + b"c:1"
+    confirmations = [publisher.hand_off(channel, b"%d" % i) for i in range(300)]  # nothing connected yet
+    await asyncio.gather(*confirmations)
+    await sink_b.wait_for(300)
+    assert [int(p) for p in sink_b.payloads("c:1")] == list(range(300))
     await publisher.close()

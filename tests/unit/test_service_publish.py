@@ -22,12 +22,15 @@ from chat.store.sqlite import SqliteMessageStore
 
 
 class RecordingRelay:
-    """Records publishes; fails the next ``fail`` of them."""
+    """Records hand-offs; fails the next ``fail`` of them; with ``hold`` it leaves their
+    confirmations pending in ``held`` until the test resolves them."""
 
     def __init__(self, node_local: bool) -> None:
         self.node_local = node_local
         self.published: list[tuple[str, bytes]] = []
         self.fail = 0
+        self.hold = False
+        self.held: list[asyncio.Future[None]] = []
         self.changed = asyncio.Event()
 
     async def start(self, deliver: DeliverFn, on_gap: GapFn) -> None: ...
@@ -36,12 +39,21 @@ class RecordingRelay:
     async def subscribe(self, topic: str) -> None: ...
     async def unsubscribe(self, topic: str) -> None: ...
 
-    async def publish(self, topic: str, payload: bytes) -> None:
+    def hand_off(self, topic: str, payload: bytes) -> asyncio.Future[None]:
         if self.fail:
             self.fail -= 1
             raise Unavailable("relay unavailable")
         self.published.append((topic, payload))
         self.changed.set()
+        confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.hold:
+            self.held.append(confirmed)
+        else:
+            confirmed.set_result(None)
+        return confirmed
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        await self.hand_off(topic, payload)
 
     async def until(self, count: int) -> None:
         async with asyncio.timeout(5):
@@ -125,3 +137,41 @@ async def test_a_miss_during_an_announcement_is_announced_again() -> None:
     assert [events.unpack(p).channel for _, p in relay.published[2:]] == [9, 9]
     assert gaps.owed == 0
     await gaps.close()
+
+
+async def test_the_next_message_is_handed_off_before_the_previous_one_is_confirmed(store: SqliteMessageStore) -> None:
+    """A hot channel is not held to one publish per broker round trip; acks still wait for
+    their own confirmation, and hand-off order is ID order."""
+    relay = RecordingRelay(node_local=False)
+    service, ch = await service_with(store, relay)
+    relay.hold = True
+    acked: list[int] = []
+    sends = [
+        asyncio.ensure_future(service.send(ALICE, ch, f"m{i}", f"k{i}", on_stored=lambda m, c: acked.append(m.id)))
+        for i in range(5)
+    ]
+    await relay.until(5)  # all five handed off while no confirmation has come
+    assert acked == [] and len(relay.held) == 5
+    ids = [events.unpack(p).message_id for _, p in relay.published]
+    assert ids == sorted(ids)
+    for confirmation in relay.held:
+        confirmation.set_result(None)
+    await asyncio.wait_for(asyncio.gather(*sends), 5)
+    assert sorted(acked) == ids
+    await service.close()
+
+
+async def test_a_confirmation_that_fails_is_announced_as_a_gap(store: SqliteMessageStore) -> None:
+    relay = RecordingRelay(node_local=False)
+    service, ch = await service_with(store, relay)
+    relay.hold = True
+    send = asyncio.ensure_future(service.send(ALICE, ch, "x", "k1"))
+    await relay.until(1)
+    relay.hold = False
+    relay.held[0].set_exception(Unavailable("relay unavailable"))
+    message, created = await asyncio.wait_for(send, 5)
+    assert created  # stored and acked although its publish failed
+    await relay.until(2)
+    env = events.unpack(relay.published[1][1])
+    assert (env.kind, env.channel) == (events.GAP, ch)
+    await service.close()
