@@ -14,11 +14,13 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from chat import events, protocol
 from chat.auth import valid_user_id
 from chat.config import Settings
 from chat.gaps import GapAnnouncer
+from chat.sequencer import Sequencer
 from chat.errors import BadRequest, ChatError, Forbidden, NotFound, Unavailable
 from chat.ids import IdMinter, timestamp_ms
 from chat.models import Channel, ChannelKind, Message, Page, Principal
@@ -75,9 +77,8 @@ class ChatService:
         self.relay = relay
         self.minter = minter
         self.members = MembershipCache()
-        # channel → future done when the newest in-flight send on it has published.
-        # Each send waits for its predecessor before publishing, so publication follows ID order.
-        self._tails: dict[int, asyncio.Future[None]] = {}
+        # Hands each channel's messages to the relay in ID order as their stores complete.
+        self.sequencer = Sequencer(self._hand_off_message)
         self.gaps = GapAnnouncer(relay)
 
     async def close(self) -> None:
@@ -129,71 +130,48 @@ class ChatService:
         client_msg_id = protocol.validate_client_msg_id(client_msg_id)
         await self.require_member(principal, channel_id)
         message_id = await self.minter.mint()
-        # No await between minting and joining the chain: chain order is ID order.
-        prev = self._tails.get(channel_id)
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._tails[channel_id] = mine
-        released = False
+        slot = self.sequencer.join(channel_id, message_id)  # no await since minting: ID order
         try:
             message = Message(message_id, channel_id, principal.user, text, timestamp_ms(message_id), client_msg_id)
             stored, created = await self.store.insert_message(message)
             ack_first = self.relay.node_local or not created
             if ack_first and on_stored is not None:
                 on_stored(stored, created)
+            self.sequencer.ready(slot, _message_payload(stored) if created else None)
             if created:
-                if prev is not None and not prev.done():
-                    await _bounded_wait(prev, self.settings.store_timeout_s)
-                confirmed = self._hand_off_message(stored)
-                self._release(channel_id, prev, mine)
-                released = True
+                confirmed = await self.sequencer.handed(slot, self.settings.store_timeout_s)
                 if confirmed is not None:
                     await self._confirm(confirmed, stored)
                 if not ack_first and on_stored is not None:
                     on_stored(stored, created)
             return stored, created
         finally:
-            if not released:
-                self._release(channel_id, prev, mine)
+            self.sequencer.ready(slot, None)  # failed or cancelled: let the channel's queue move on
 
-    def _release(self, channel_id: int, prev: asyncio.Future[None] | None, mine: asyncio.Future[None]) -> None:
-        # Done only once every earlier send on the channel is done too (even if ours failed
-        # early), so "the tail is done" means "everything minted before it is settled".
-        def finish(_: object = None) -> None:
-            if not mine.done():
-                mine.set_result(None)
-            if self._tails.get(channel_id) is mine:
-                del self._tails[channel_id]
-
-        if prev is None or prev.done():
-            finish()
-        else:
-            prev.add_done_callback(finish)
-
-    def _hand_off_message(self, message: Message) -> Awaitable[None] | None:
-        """Hand the message to the relay now; None if it refused at once (a gap is owed)."""
-        frame = protocol.encode("message", {"message": message.to_wire()})
+    def _hand_off_message(self, channel_id: int, payload: bytes) -> Awaitable[None] | None:
+        """Hand a message to the relay now; None if it refused at once (a gap is owed)."""
         try:
-            return self.relay.hand_off(channel_topic(message.channel), events.pack(events.MESSAGE, message.channel, message.id, "-", frame))
+            return self.relay.hand_off(channel_topic(channel_id), payload)
         except ChatError:
-            self._missed(message)
+            self._missed(channel_id)
             return None
 
     async def _confirm(self, confirmed: Awaitable[None], message: Message) -> None:
         try:
             await confirmed
         except ChatError:
-            self._missed(message)
+            self._missed(message.channel)
         except asyncio.CancelledError:
-            self._missed(message)  # stored, maybe never published: say so
+            self._missed(message.channel)  # stored, maybe never published: say so
             raise
 
-    def _missed(self, message: Message) -> None:
+    def _missed(self, channel_id: int) -> None:
         # Stored is what counts: subscribers recover it from the store on resync. Debug
         # only: the relay warns once per outage, not once per message.
-        log.debug("relay publish failed for message %d in channel %d; it is stored", message.id, message.channel)
-        self.gaps.missed(message.channel)
+        log.debug("relay publish failed for a message of channel %d; it is stored", channel_id)
+        self.gaps.missed(channel_id)
 
-    def replay_bound(self, channel_id: int) -> tuple[int | None, asyncio.Future[None] | None]:
+    def replay_bound(self, channel_id: int) -> tuple[int | None, asyncio.Future[Any] | None]:
         """For a subscribe seam: ``(upper, tail)``.
 
         With a node-local relay every message of the channel is minted here: all IDs up to
@@ -205,11 +183,15 @@ class ChatService:
         """
         if not self.relay.node_local:
             return None, None
-        return self.minter.last_id, self._tails.get(channel_id)
+        return self.minter.last_id, self.sequencer.tail(channel_id)
 
-    async def settle(self, tail: asyncio.Future[None] | None) -> None:
+    async def settle(self, tail: asyncio.Future[Any] | None) -> None:
+        """Wait (bounded) until ``tail`` from :meth:`replay_bound` is done."""
         if tail is not None and not tail.done():
-            await _bounded_wait(tail, self.settings.store_timeout_s)
+            try:
+                await asyncio.wait_for(asyncio.shield(tail), self.settings.store_timeout_s)
+            except TimeoutError:
+                log.warning("gave up waiting %.1fs for earlier sends of a channel to publish", self.settings.store_timeout_s)
 
     async def history(
         self, principal: Principal, channel_id: int, *, before: int | None, after: int | None, limit: int
@@ -337,12 +319,10 @@ class ChatService:
             log.warning("relay down: %s stays subscribed to %d on other nodes until they reconnect", user, channel_id)
 
 
-async def _bounded_wait(future: asyncio.Future[None], timeout_s: float) -> None:
-    try:
-        await asyncio.wait_for(asyncio.shield(future), timeout_s)
-    except TimeoutError:
-        # The predecessor is stuck past the store timeout; order is given up rather than liveness.
-        log.warning("gave up waiting %.1fs for an earlier send on the same channel", timeout_s)
+def _message_payload(message: Message) -> bytes:
+    """The relay envelope of a new message: its frame, encoded once for every node and socket."""
+    frame = protocol.encode("message", {"message": message.to_wire()})
+    return events.pack(events.MESSAGE, message.channel, message.id, "-", frame)
 
 
 def _validate_name(name: object) -> str:
