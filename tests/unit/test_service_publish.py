@@ -169,7 +169,7 @@ async def test_a_confirmation_that_fails_is_announced_as_a_gap(store: SqliteMess
     await relay.until(1)
     relay.hold = False
     relay.held[0].set_exception(Unavailable("relay unavailable"))
-    message, created = await asyncio.wait_for(send, 5)
+    _, created = await asyncio.wait_for(send, 5)
     assert created  # stored and acked although its publish failed
     await relay.until(2)
     env = events.unpack(relay.published[1][1])
