@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from bench.common import CpuMeter, add_server_args, Histogram, PySpy, SystemCpu, Target, print_profile, target_from_args, verdict, write_result
-from bench.wsclient import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawWs, connect, encode_frame
+from bench.wsclient import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawWs, connect, encode_frame, frame_at
 
 TARGET_DELIVERIES = 50_000
 DEFAULT_RATES = "10,20,35,50,65,80,100,125,150,200,250,300"
@@ -260,24 +260,8 @@ class EpollWorker(Worker):
         pos = 0
         hists = self.hists
         bins = self.bins
-        while n - pos >= 2:
-            b0 = data[pos]
-            length = data[pos + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if n - pos < 4:
-                    break
-                length = (data[pos + 2] << 8) | data[pos + 3]
-                head = 4
-            elif length == 127:
-                if n - pos < 10:
-                    break
-                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
-                head = 10
-            end = pos + head + length
-            if end > n:
-                break
-            start = pos + head
+        while (frame := frame_at(data, pos, n)) is not None:
+            b0, start, end = frame
             pos = end
             opcode = b0 & 0x0F
             if opcode == OP_TEXT:

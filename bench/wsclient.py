@@ -34,6 +34,27 @@ OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x
 _monotonic = time.monotonic
 
 
+def frame_at(buf: bytes | bytearray, pos: int, n: int) -> tuple[int, int, int] | None:
+    """The unmasked (server) frame starting at ``buf[pos]``: ``(first byte, payload start,
+    payload end)``, or None while ``buf[:n]`` does not hold all of it yet."""
+    if n - pos < 2:
+        return None
+    length = buf[pos + 1] & 0x7F
+    head = 2
+    if length == 126:
+        if n - pos < 4:
+            return None
+        length = (buf[pos + 2] << 8) | buf[pos + 3]
+        head = 4
+    elif length == 127:
+        if n - pos < 10:
+            return None
+        length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+        head = 10
+    end = pos + head + length
+    return None if end > n else (buf[pos], pos + head, end)
+
+
 def encode_frame(opcode: int, payload: bytes) -> bytes:
     """One masked, final client frame."""
     n = len(payload)
@@ -121,24 +142,9 @@ class RawWs(asyncio.Protocol):
         n = len(buf)
         pos = 0
         now = _monotonic()
-        while n - pos >= 2:
-            b0 = buf[pos]
-            length = buf[pos + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if n - pos < 4:
-                    break
-                length = (buf[pos + 2] << 8) | buf[pos + 3]
-                head = 4
-            elif length == 127:
-                if n - pos < 10:
-                    break
-                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
-                head = 10
-            end = pos + head + length
-            if end > n:
-                break
-            payload = bytes(buf[pos + head : end])
+        while (frame := frame_at(buf, pos, n)) is not None:
+            b0, start, end = frame
+            payload = bytes(buf[start:end])
             pos = end
             opcode = b0 & 0x0F
             fin = b0 & 0x80
