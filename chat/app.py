@@ -1,7 +1,9 @@
-"""The composition root: settings + adapters → a Starlette app.
+"""The composition root: settings + adapters → the node's parts → a Starlette app.
 
-Adapters are chosen by configuration alone. Real adapters are imported only when
-configured, so the embedded node never loads a driver it does not use.
+Adapters are chosen by configuration alone, and real ones are imported only when configured,
+so the embedded node never loads a driver it does not use. Every part gets what it needs in
+its constructor; the lifespan enters the adapters in an AsyncExitStack and leaves them in
+reverse order (draining first).
 """
 
 from __future__ import annotations
@@ -9,26 +11,33 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from chat import api
-from chat.auth import TokenVerifier
+from chat import api, auth
+from chat.access import Access
+from chat.api import ApiSettings, HttpApi
+from chat.channels import ChannelService
 from chat.config import Settings
 from chat.errors import ChatError
+from chat.handlers import Gateway, GatewaySettings
+from chat.http import Authenticator
 from chat.hub import Hub
-from chat.ids import IdMinter, SnowflakeGenerator
+from chat.ids import IdMinter, SnowflakeGenerator, wall_clock_ms
+from chat.node import Node, NodeSettings
 from chat.ratelimit import KeyedLimiter
 from chat.relay.base import Relay
-from chat.runtime import Runtime
-from chat.service import ChatService
+from chat.service import MessageLimits, MessageService
+from chat.session import SessionLimits
 from chat.store.base import MessageStore
-from chat.ws import ws_endpoint
+from chat.ws import WebSocketEndpoint
 from discovery.registry.base import Registry
 from presence.store.base import PresenceStore
 from presence.tracker import PresenceTracker
@@ -69,6 +78,17 @@ def build_presence_store(settings: Settings) -> PresenceStore:
     return MemoryPresenceStore()
 
 
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """The node's composed parts (what tests and the server reach for, by name)."""
+
+    node: Node
+    hub: Hub
+    messages: MessageService
+    channels: ChannelService
+    gateway: Gateway
+
+
 def create_app(
     settings: Settings,
     *,
@@ -77,25 +97,49 @@ def create_app(
     registry: Registry | None = None,
     presence_store: PresenceStore | None = None,
 ) -> Starlette:
-    """Build the node. Adapters not given are built from ``settings``; all are entered
-    and exited by the app's lifespan."""
+    """Build the node. Adapters not given are built from ``settings``; all are entered and
+    exited by the app's lifespan. ``app.state.parts`` holds the composed :class:`Parts`."""
     store = store or build_store(settings)
     relay = relay or build_relay(settings)
     registry = registry or build_registry(settings)
     presence = PresenceTracker(presence_store or build_presence_store(settings))
+    # The floor: IDs minted from now on sort after anything minted before this start.
+    minter = IdMinter(SnowflakeGenerator(settings.worker_id, floor_ms=wall_clock_ms()))
+    access = Access(store)
     hub = Hub(relay)
-    service = ChatService(settings, store, relay, IdMinter(SnowflakeGenerator(settings.worker_id)))
-    runtime = Runtime(
-        settings=settings,
-        store=store,
-        relay=relay,
-        registry=registry,
-        hub=hub,
-        service=service,
-        presence=presence,
-        verifier=TokenVerifier(settings),
-        http_limiter=KeyedLimiter(settings.rate_per_s, settings.rate_burst),
+    messages = MessageService(
+        store=store, relay=relay, minter=minter, access=access, limits=MessageLimits(store_timeout_s=settings.store_timeout_s)
     )
+    channels = ChannelService(store=store, relay=relay, minter=minter, access=access, group_max_members=settings.group_max_members)
+    node = Node(
+        settings=NodeSettings(node_id=settings.node_id, url=settings.ws_url, drain_grace_s=settings.drain_grace_s),
+        registry=registry,
+        checks={"store": store.ping, "relay": relay.ping},
+    )
+    gateway = Gateway(
+        messages=messages,
+        access=access,
+        hub=hub,
+        presence=presence,
+        settings=GatewaySettings(
+            node_id=settings.node_id, heartbeat_interval_ms=settings.heartbeat_interval_ms, replay_cap=settings.replay_cap
+        ),
+    )
+    authenticator = Authenticator(auth.TokenVerifier(settings), KeyedLimiter(settings.rate_per_s, settings.rate_burst))
+    http_api = HttpApi(
+        auth=authenticator,
+        messages=messages,
+        channels=channels,
+        node=node,
+        settings=ApiSettings(
+            node_id=settings.node_id,
+            max_body_bytes=settings.max_frame_bytes,
+            max_message_chars=settings.max_message_chars,
+            group_max_members=settings.group_max_members,
+        ),
+        dev_tokens=(lambda user: auth.issue_token(settings, user, ttl_s=api.DEV_TOKEN_TTL_S)) if settings.dev_login_enabled else None,
+    )
+    websocket = WebSocketEndpoint(auth=authenticator, gateway=gateway, node=node, limits=session_limits(settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -104,21 +148,21 @@ def create_app(
             stack.push_async_callback(store.close)
             await hub.start()
             stack.push_async_callback(relay.close)
-            stack.push_async_callback(service.close)  # before the relay closes
-            await registry.start(runtime.me())
+            stack.push_async_callback(messages.close)  # its gap announcer, before the relay closes
+            await registry.start(node.me())
             stack.push_async_callback(registry.close)
-            stack.push_async_callback(runtime.drain)  # runs first on the way out
+            stack.push_async_callback(node.drain)  # runs first on the way out
             log.info("node %s ready at %s (store=%s relay=%s)", settings.node_id, settings.ws_url, type(store).__name__, type(relay).__name__)
             yield
 
-    async def index(request: object) -> Response:
+    async def index(request: Request) -> Response:
         return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     app = Starlette(
         routes=[
             Route("/", index, methods=["GET"]),
-            WebSocketRoute("/v1/ws", ws_endpoint),
-            *api.routes,
+            WebSocketRoute("/v1/ws", websocket.serve),
+            *http_api.routes(),
             Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
         ],
         exception_handlers={
@@ -128,5 +172,17 @@ def create_app(
         },
         lifespan=lifespan,
     )
-    app.state.runtime = runtime
+    app.state.parts = Parts(node=node, hub=hub, messages=messages, channels=channels, gateway=gateway)
     return app
+
+
+def session_limits(settings: Settings) -> SessionLimits:
+    return SessionLimits(
+        max_message_chars=settings.max_message_chars,
+        queue_frames=settings.send_queue_frames,
+        queue_bytes=settings.send_queue_bytes,
+        rate_per_s=settings.rate_per_s,
+        rate_burst=settings.rate_burst,
+        flood_strikes=settings.flood_strikes,
+        oversize_strikes=settings.oversize_strikes,
+    )

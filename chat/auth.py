@@ -7,23 +7,18 @@ small leeway), a ``sub`` that is not a valid user ID.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
 import jwt
 
+from chat.commands import valid_user_id
 from chat.config import Settings
 from chat.errors import Unauthorized
 from chat.models import Principal
 
-USER_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 KNOWN_ROLES = frozenset({"bot", "admin"})
 MAX_TOKEN_BYTES = 8192  # a JWT larger than this is not ours; refuse before parsing
-
-
-def valid_user_id(value: object) -> bool:
-    return isinstance(value, str) and USER_ID_RE.match(value) is not None
 
 
 class TokenVerifier:

@@ -66,6 +66,7 @@ class Settings:
 
     # Per-connection limits
     send_queue_frames: int = 1024  # CHAT_SEND_QUEUE: frames buffered per socket before `resync`
+    send_queue_bytes: int = 8 * 1024 * 1024  # CHAT_SEND_QUEUE_BYTES: bytes buffered per socket before `resync`
     rate_per_s: float = 50.0  # CHAT_RATE_PER_S: sustained frames/s per socket
     rate_burst: int = 200  # CHAT_RATE_BURST: token-bucket depth
     flood_strikes: int = 100  # CHAT_FLOOD_STRIKES: rate-limited frames within one refill of the bucket before 1008
@@ -187,6 +188,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     keyspace = env.get("CHAT_CASSANDRA_KEYSPACE", "").strip() or d.cassandra_keyspace
     if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,47}$", keyspace):
         problems.append(f"CHAT_CASSANDRA_KEYSPACE={keyspace!r}: letters, digits and _ (≤ 48, starting with a letter)")
+    zookeeper_hosts = env.get("CHAT_ZOOKEEPER_HOSTS", "").strip()
+    if zookeeper_hosts:
+        problems.append("CHAT_ZOOKEEPER_HOSTS: ZooKeeper discovery is not available yet; unset it (a node is its own cluster)")
     redis_url = env.get("CHAT_REDIS_URL", "").strip()
     if redis_url and not re.match(r"^(redis|rediss|unix)://", redis_url):
         problems.append("CHAT_REDIS_URL: must start with redis://, rediss:// or unix://")
@@ -210,11 +214,12 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         cassandra_migrate=env.get("CHAT_CASSANDRA_MIGRATE", "").strip().lower() in ("1", "true", "yes"),
         cassandra_timeout_s=get_float("CHAT_CASSANDRA_TIMEOUT_S", d.cassandra_timeout_s, 0.05, 60),
         redis_url=redis_url,
-        zookeeper_hosts=env.get("CHAT_ZOOKEEPER_HOSTS", "").strip(),
+        zookeeper_hosts=zookeeper_hosts,
         group_max_members=get_int("CHAT_GROUP_MAX_MEMBERS", d.group_max_members, 2, 1_000_000),
         max_message_chars=get_int("CHAT_MAX_MESSAGE_CHARS", d.max_message_chars, 1, 1_000_000),
         replay_cap=get_int("CHAT_REPLAY_CAP", d.replay_cap, 1, 100_000),
         send_queue_frames=get_int("CHAT_SEND_QUEUE", d.send_queue_frames, 8, 1_000_000),
+        send_queue_bytes=get_int("CHAT_SEND_QUEUE_BYTES", d.send_queue_bytes, 64 * 1024, 1 << 31),
         rate_per_s=get_float("CHAT_RATE_PER_S", d.rate_per_s, 0.1, 1_000_000),
         rate_burst=get_int("CHAT_RATE_BURST", d.rate_burst, 1, 1_000_000),
         flood_strikes=get_int("CHAT_FLOOD_STRIKES", d.flood_strikes, 1, 1_000_000),

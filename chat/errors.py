@@ -1,4 +1,4 @@
-"""Typed errors and their protocol codes — the one place where they are mapped.
+"""Typed errors and their protocol codes, and WebSocket close codes: the one place both are mapped.
 
 Every refusal the server makes, on HTTP or WebSocket, is a :class:`ChatError`
 carrying one of the protocol's codes::
@@ -10,22 +10,27 @@ carrying one of the protocol's codes::
     ├── NotFound                   not_found       404
     ├── TooLarge                   too_large       413
     ├── RateLimited                rate_limited    429  (per connection / per user)
-    ├── Throttled                  throttled       429  (per room, hot-room protection)
-    ├── Unavailable                unavailable     503  (a backend failed or timed out)
+    ├── Throttled                  throttled       429  (per room: hot-room protection)
+    ├── Unavailable                unavailable     503  (a backend failed, timed out or is shielded)
+    │   └── ClockMovedBackwards
     └── Internal                   internal        500
 
-Adapters translate their driver's exceptions into :class:`Unavailable` at the
-port boundary, so the core and the endpoints never see a driver exception.
+Adapters translate their driver's exceptions into :class:`Unavailable` at the port
+boundary, so the core and the endpoints never see a driver exception.
 
-WebSocket close codes are split by range so a client can decide by code alone:
-``1000``-``1015`` are RFC 6455's; ``4401`` means "get a new token", ``4000``-``4099``
-mean "reconnect (maybe elsewhere)", anything else in ``1008``/``1009`` is terminal
-for that client's behaviour (abuse).
+WebSocket close codes (:class:`CloseCode`) are split by range so a client decides by the
+code alone: *reconnect* codes (1001, 1011, 1012, 4000-4099) mean "come back, perhaps to
+another node"; *terminal* codes (1008, 1009, 4401, 4403) mean "do not reconnect as you
+are": fix the behaviour, or get a new token first (4401).
 """
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Any, ClassVar
+
+#: A client's request ``id`` as it was sent: echoed on the reply (any string or number).
+FrameId = str | int | float | None
 
 
 class ChatError(Exception):
@@ -41,6 +46,13 @@ class ChatError(Exception):
         self.retry_after_ms = retry_after_ms
         # Extra fields echoed on the error frame (e.g. the channel of a failed subscribe).
         self.extra = extra
+        # The WebSocket request this error answers, echoed as ``id`` on the error frame.
+        self.frame_id: FrameId = None
+
+    def answering(self, frame_id: FrameId) -> ChatError:
+        """This error, marked as the answer to request ``frame_id`` (returns ``self``)."""
+        self.frame_id = frame_id
+        return self
 
     def to_body(self) -> dict[str, Any]:
         """The protocol's error object (without the WebSocket frame envelope)."""
@@ -100,11 +112,30 @@ class ClockMovedBackwards(Unavailable):
     """The wall clock went back further than the ID generator is willing to wait out."""
 
 
-# WebSocket close codes (RFC 6455 plus an application range).
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001  # server shutting down / draining
-CLOSE_POLICY = 1008  # abusive client: flooding, repeated bad frames
-CLOSE_TOO_BIG = 1009  # frame larger than the cap
-CLOSE_INTERNAL = 1011
-CLOSE_UNAUTHORIZED = 4401  # bad or expired token: get a new one before reconnecting
-CLOSE_PING_TIMEOUT = 4000  # half-open socket: reconnect
+class CloseCode(IntEnum):
+    """WebSocket close codes this server sends (RFC 6455 plus an application range)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001  # the node is draining or shutting down: reconnect (ask /v1/connect)
+    POLICY = 1008  # abusive client: flooding, not reading its replies
+    TOO_BIG = 1009  # a frame over the cap, or repeated oversize messages
+    INTERNAL = 1011  # the server failed this socket: reconnect
+    UNAUTHORIZED = 4401  # bad or expired token: get a new one before reconnecting
+    FORBIDDEN = 4403  # refused for who the caller is (a handshake that cannot carry a 403)
+    UNAVAILABLE = 4503  # the node cannot take this socket now (draining, overloaded): reconnect
+
+    @property
+    def reconnect(self) -> bool:
+        """True for codes after which a client should reconnect (with backoff)."""
+        return self in (CloseCode.GOING_AWAY, CloseCode.INTERNAL, CloseCode.UNAVAILABLE)
+
+
+def close_code_for(error: ChatError) -> CloseCode:
+    """The close code for a handshake refused with ``error`` where no HTTP status can be sent."""
+    if isinstance(error, Unauthorized):
+        return CloseCode.UNAUTHORIZED
+    if isinstance(error, Unavailable):
+        return CloseCode.UNAVAILABLE
+    if isinstance(error, Forbidden):
+        return CloseCode.FORBIDDEN
+    return CloseCode.POLICY

@@ -6,8 +6,9 @@ Layout (ASCII header, one line, then the frame bytes exactly as sockets receive 
     <kind> <channel> <message_id> <origin_session>\\n<frame JSON>
 
 ``kind`` is one of ``m`` (message), ``t`` (typing), ``r`` (read marker), ``k`` (kick:
-the user left a channel), ``j`` (joined: the user was added to a channel), ``p`` (presence), ``g`` (gap: a
-message of the channel is stored but was not published; no frame). Unused numbers are ``0``, an unknown origin ``-``.
+the user left a channel), ``j`` (joined: the user was added to a channel), ``g`` (gap: a
+message of the channel is stored but was not published; no frame). Unused numbers are ``0``,
+an unknown origin ``-``.
 The frame is encoded once by the publisher; every node and every socket reuses it.
 """
 
@@ -20,7 +21,6 @@ TYPING = "t"
 READ = "r"
 KICK = "k"
 JOINED = "j"
-PRESENCE = "p"
 GAP = "g"
 
 
@@ -30,7 +30,7 @@ class Envelope:
     channel: int
     message_id: int
     origin: str  # session ID that caused it ("-" if none): its own socket skips read markers
-    frame: str  # the server frame, ready to send
+    frame: bytes  # the server frame, ready to send
 
 
 def pack(kind: str, channel: int, message_id: int, origin: str, frame: bytes) -> bytes:
@@ -43,4 +43,4 @@ def unpack(payload: bytes) -> Envelope:
     if not sep:
         raise ValueError("relay payload without header")
     kind, channel, message_id, origin = header.decode().split(" ")
-    return Envelope(kind, int(channel), int(message_id), origin, frame.decode())
+    return Envelope(kind, int(channel), int(message_id), origin, frame)

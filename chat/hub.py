@@ -1,10 +1,10 @@
-"""This node's fan-out: which local sessions want which channel and user topics.
+"""This node's fan-out: which local subscribers want which channel and user topics.
 
-The hub subscribes the relay to a topic while at least one local session needs it
-(reference counted), and turns each relay delivery into writes to local sessions. A
-frame arrives already encoded; the same ``str`` object goes to every socket, and no
-task is created per message or per recipient: ``Session.deliver`` only appends to a
-bounded outbox and wakes that socket's writer.
+The hub subscribes the relay to a topic while at least one local subscriber needs it
+(reference counted), and turns each relay delivery into calls on local subscribers. A frame
+arrives already encoded; it is wrapped once in a :class:`~chat.protocol.Frame` and the same
+object goes to every socket, with no task per message or per recipient: a subscriber only
+queues it and wakes its own writer.
 """
 
 from __future__ import annotations
@@ -12,24 +12,48 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from chat import events
+from chat.protocol import Frame
 from chat.relay.base import Relay, channel_topic, user_topic
 
-if TYPE_CHECKING:
-    from chat.session import Session
-
 log = logging.getLogger(__name__)
+
+
+class Subscriber(Protocol):
+    """What the hub needs from a local socket. Every method runs on the loop and must not block."""
+
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def session_id(self) -> str: ...
+
+    def deliver_message(self, channel: int, message_id: int, frame: Frame) -> None:
+        """A live message of a subscribed channel, in ID order per channel."""
+
+    def deliver_ephemeral(self, channel: int, frame: Frame) -> None:
+        """Typing and the like: dropped if the socket has no room."""
+
+    def deliver_control(self, frame: Frame) -> None:
+        """A frame for the user (read marker, joined): never dropped."""
+
+    def gap(self, channel: int) -> None:
+        """Messages of ``channel`` may have been lost on the way: owe the socket a resync."""
+
+    def kicked(self, channel: int, frame: Frame) -> bool:
+        """The user was removed from ``channel``: end the subscription with ``frame``.
+        True if it was subscribed (the hub then drops it from the channel's topic)."""
 
 
 class _Interest:
     """Local subscribers of one topic, and the relay subscription they share."""
 
-    __slots__ = ("sessions", "ready")
+    __slots__ = ("subscribers", "ready")
 
-    def __init__(self, ready: asyncio.Task[None]) -> None:
-        self.sessions: set[Session] = set()
+    def __init__(self, ready: asyncio.Future[None]) -> None:
+        self.subscribers: set[Subscriber] = set()
         # Done once the relay delivers this topic; joiners wait for it so nothing
         # published after their join can be missed.
         self.ready = ready
@@ -37,52 +61,49 @@ class _Interest:
 
 class Hub:
     def __init__(self, relay: Relay) -> None:
-        self.relay = relay
+        self._relay = relay
         self._topics: dict[str, _Interest] = {}
 
     async def start(self) -> None:
-        await self.relay.start(self._deliver, self._on_gap)
+        await self._relay.start(self._deliver, self._on_gap)
 
-    @property
-    def topic_count(self) -> int:
-        return len(self._topics)
+    async def join_channel(self, channel: int, subscriber: Subscriber) -> None:
+        """Returns once every message of ``channel`` published from now on reaches ``subscriber``."""
+        await self._join(channel_topic(channel), subscriber)
 
-    async def join_channel(self, channel_id: int, session: Session) -> None:
-        await self._join(channel_topic(channel_id), session)
+    async def leave_channel(self, channel: int, subscriber: Subscriber) -> None:
+        await self._leave(channel_topic(channel), subscriber)
 
-    async def leave_channel(self, channel_id: int, session: Session) -> None:
-        await self._leave(channel_topic(channel_id), session)
+    async def join_user(self, subscriber: Subscriber) -> None:
+        await self._join(user_topic(subscriber.user), subscriber)
 
-    async def join_user(self, session: Session) -> None:
-        await self._join(user_topic(session.user), session)
+    async def leave_user(self, subscriber: Subscriber) -> None:
+        await self._leave(user_topic(subscriber.user), subscriber)
 
-    async def leave_user(self, session: Session) -> None:
-        await self._leave(user_topic(session.user), session)
-
-    async def _join(self, topic: str, session: Session) -> None:
+    async def _join(self, topic: str, subscriber: Subscriber) -> None:
         interest = self._topics.get(topic)
         if interest is None:
-            interest = _Interest(asyncio.ensure_future(self.relay.subscribe(topic)))
+            interest = _Interest(asyncio.ensure_future(self._relay.subscribe(topic)))
             self._topics[topic] = interest
-        interest.sessions.add(session)
+        interest.subscribers.add(subscriber)
         try:
             await asyncio.shield(interest.ready)
         except Exception:
-            interest.sessions.discard(session)
-            if self._topics.get(topic) is interest and not interest.sessions:
+            interest.subscribers.discard(subscriber)
+            if self._topics.get(topic) is interest and not interest.subscribers:
                 del self._topics[topic]
             raise
 
-    async def _leave(self, topic: str, session: Session) -> None:
+    async def _leave(self, topic: str, subscriber: Subscriber) -> None:
         interest = self._topics.get(topic)
-        if interest is None or session not in interest.sessions:
+        if interest is None or subscriber not in interest.subscribers:
             return
-        interest.sessions.discard(session)
-        if interest.sessions:
+        interest.subscribers.discard(subscriber)
+        if interest.subscribers:
             return
         del self._topics[topic]
         try:
-            await self.relay.unsubscribe(topic)
+            await self._relay.unsubscribe(topic)
         except Exception:  # noqa: BLE001 - a stale subscription only costs bandwidth
             log.warning("relay unsubscribe of %s failed", topic, exc_info=True)
 
@@ -95,33 +116,35 @@ class Hub:
         except (ValueError, UnicodeDecodeError):
             log.warning("dropping malformed relay payload on %s", topic)
             return
-        kind = env.kind
+        kind, channel, frame = env.kind, env.channel, Frame(env.frame)
         if kind == events.MESSAGE:
-            for session in interest.sessions:
-                session.deliver_message(env.channel, env.message_id, env.frame)
+            message_id = env.message_id
+            for subscriber in interest.subscribers:
+                subscriber.deliver_message(channel, message_id, frame)
         elif kind == events.TYPING:
-            for session in interest.sessions:
-                if session.session_id != env.origin:
-                    session.deliver_ephemeral(env.channel, env.frame)
+            for subscriber in interest.subscribers:
+                if subscriber.session_id != env.origin:
+                    subscriber.deliver_ephemeral(channel, frame)
         elif kind == events.READ:
-            for session in interest.sessions:
-                if session.session_id != env.origin:
-                    session.push(env.frame)
+            for subscriber in interest.subscribers:
+                if subscriber.session_id != env.origin:
+                    subscriber.deliver_control(frame)
         elif kind == events.GAP:
-            for session in interest.sessions:
-                session.gap(env.channel)
+            for subscriber in interest.subscribers:
+                subscriber.gap(channel)
         elif kind == events.KICK:
-            for session in list(interest.sessions):
-                session.kicked(env.channel, env.frame)
+            for subscriber in list(interest.subscribers):
+                if subscriber.kicked(channel, frame):
+                    asyncio.ensure_future(self.leave_channel(channel, subscriber))
         else:
-            for session in interest.sessions:
-                session.push(env.frame)
+            for subscriber in interest.subscribers:
+                subscriber.deliver_control(frame)
 
     def _on_gap(self, topics: Iterable[str]) -> None:
         for topic in topics:
             interest = self._topics.get(topic)
             if interest is None or not topic.startswith("c:"):
                 continue
-            channel_id = int(topic[2:])
-            for session in interest.sessions:
-                session.gap(channel_id)
+            channel = int(topic[2:])
+            for subscriber in interest.subscribers:
+                subscriber.gap(channel)

@@ -50,26 +50,42 @@ class SnowflakeGenerator:
     Not thread-safe: one generator per event loop (the server mints on the loop).
     """
 
-    __slots__ = ("worker_id", "_clock", "_last_ms", "_sequence", "_worker_bits")
+    __slots__ = ("worker_id", "_clock", "_last_ms", "_sequence", "_worker_bits", "_minted")
 
-    def __init__(self, worker_id: int, *, clock: Callable[[], int] = wall_clock_ms) -> None:
+    def __init__(self, worker_id: int, *, clock: Callable[[], int] = wall_clock_ms, floor_ms: int | None = None) -> None:
         if not 0 <= worker_id <= MAX_WORKER_ID:
             raise ValueError(f"worker_id must be in 0..{MAX_WORKER_ID}, got {worker_id}")
         self.worker_id = worker_id
         # Injected so tests can move time backwards without touching the real clock.
         self._clock = clock
-        # Milliseconds since EPOCH_MS of the last issued ID; -1 before the first.
-        self._last_ms = -1
-        self._sequence = 0
+        # Milliseconds since EPOCH_MS of the last issued ID, or of the floor (-1: none). With a
+        # floor the sequence starts exhausted, so the first ID falls in a later millisecond:
+        # nothing minted here can collide with or sort below what was minted up to the floor.
+        self._last_ms = -1 if floor_ms is None else max(-1, floor_ms - EPOCH_MS)
+        self._sequence = 0 if floor_ms is None else MAX_SEQUENCE
         # Precomputed: the worker's bits never change.
         self._worker_bits = worker_id << WORKER_SHIFT
+        self._minted = False
 
     @property
     def last_id(self) -> int:
         """The last ID issued (0 before the first): every later ID is larger."""
-        if self._last_ms < 0:
+        if not self._minted:
             return 0
         return (self._last_ms << TIMESTAMP_SHIFT) | self._worker_bits | self._sequence
+
+    @property
+    def bound(self) -> int:
+        """An ID at or above every ID this generator issued, and below every ID it will issue.
+
+        Before the first ID it is the largest ID of the floor's millisecond (any worker), so it
+        also covers whatever a previous process minted up to the floor.
+        """
+        if self._minted:
+            return self.last_id
+        if self._last_ms < 0:
+            return 0
+        return (self._last_ms << TIMESTAMP_SHIFT) | ((1 << TIMESTAMP_SHIFT) - 1)
 
     def next_id(self) -> int:
         """Mint the next ID, or raise :class:`ClockBehind` if the clock must catch up first."""
@@ -78,12 +94,14 @@ class SnowflakeGenerator:
         if now > last:
             self._last_ms = now
             self._sequence = 0
+            self._minted = True
             return (now << TIMESTAMP_SHIFT) | self._worker_bits
         if now == last:
             seq = self._sequence + 1
             if seq > MAX_SEQUENCE:
                 raise ClockBehind(1)
             self._sequence = seq
+            self._minted = True
             return (now << TIMESTAMP_SHIFT) | self._worker_bits | seq
         raise ClockBehind(last - now)
 
@@ -130,6 +148,11 @@ class IdMinter:
     @property
     def last_id(self) -> int:
         return self.generator.last_id
+
+    @property
+    def bound(self) -> int:
+        """See :attr:`SnowflakeGenerator.bound`: the seam bound of a single-node subscribe."""
+        return self.generator.bound
 
 
 def _gave_up(behind_ms: int, waited_ms: int) -> ClockMovedBackwards:

@@ -21,7 +21,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from chat.config import Settings
-from chat.runtime import Runtime
+from chat.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,9 @@ def install_log_redaction() -> None:
 
 
 class ChatServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+    def __init__(self, config: uvicorn.Config, node: Node) -> None:
         super().__init__(config)
-        self.runtime = runtime
+        self.node = node
         self._drain_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -87,7 +87,7 @@ class ChatServer(uvicorn.Server):
         for server in self.servers:
             server.close()  # stop accepting: new connections are refused at the socket
         try:
-            await asyncio.wait_for(self.runtime.drain(), self.runtime.settings.drain_grace_s + 5)
+            await asyncio.wait_for(self.node.drain(), self.node.settings.drain_grace_s + 5)
         except Exception:  # noqa: BLE001 - exit anyway
             log.exception("drain did not finish cleanly")
         self.should_exit = True
@@ -117,6 +117,6 @@ def run(app: Starlette, settings: Settings, *, log_level: str = "info") -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain)."""
     config = uvicorn_config(app, settings, log_level=log_level)
     install_log_redaction()  # after Config: it (re)configures uvicorn's loggers
-    server = ChatServer(config, app.state.runtime)
+    server = ChatServer(config, app.state.parts.node)
     server.run()
     return 0 if server.started else 1

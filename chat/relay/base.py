@@ -12,11 +12,18 @@ Contract (``tests/contract/test_relay.py``):
   the hub can tell their sockets to ``resync`` from the store.
 * ``hand_off(topic, payload)`` takes the payload *now*: payloads handed off one after another
   on a node go out in that order even if nobody awaited the first. It returns an awaitable
-  that completes once the relay confirmed the payload, or raises
+  that completes once the relay **confirmed** the payload — meaning every payload handed off
+  later, by any node, is delivered after this one to every subscriber — or raises
   :class:`chat.errors.Unavailable` (at once, or from the awaitable) if it cannot carry it.
-  The message path releases a channel's next message as soon as this one is handed off, so a
-  hot channel is not limited to one publish per round trip to the broker.
+  The message path acks a message once its hand-off is confirmed (so a reply never overtakes
+  what it answers) and releases a channel's next message as soon as this one is handed off
+  (so a hot channel is not limited to one publish per round trip to the broker).
 * ``publish`` is ``await hand_off(...)``.
+* ``single_node`` is a property of the adapter, not of the deployment: True when no other
+  process can publish to this relay, so every payload a subscriber receives was handed off in
+  this process. The subscribe seam relies on it: with a single node, the node's own minter
+  bounds what the store holds and what arrives live (exact ID order at the seam); otherwise
+  the seam reads the store to its end and de-duplicates by ID.
 """
 
 from __future__ import annotations
@@ -31,9 +38,8 @@ GapFn = Callable[[Iterable[str]], None]
 
 
 class Relay(Protocol):
-    #: True when every subscriber of every topic is in this process (no other node can
-    #: publish): the message path can then promise exact ID order at the subscribe seam.
-    node_local: bool
+    #: True when no other process can publish to this relay (see the module docstring).
+    single_node: bool
 
     async def start(self, deliver: DeliverFn, on_gap: GapFn) -> None:
         """Connect and start delivering to ``deliver``."""

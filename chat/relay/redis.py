@@ -68,7 +68,7 @@ class _Pending:
 class RedisRelay:
     """Relay over Redis pub/sub (see the module docstring)."""
 
-    node_local = False
+    single_node = False
 
     def __init__(
         self,

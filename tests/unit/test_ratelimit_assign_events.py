@@ -31,7 +31,7 @@ def test_keyed_limiter_is_per_key_and_bounded() -> None:
 def test_envelope_round_trip() -> None:
     frame = '{"op":"message","text":"line\\nbreak é"}'.encode()
     env = events.unpack(events.pack(events.MESSAGE, 12, 345, "sess1", frame))
-    assert env == events.Envelope("m", 12, 345, "sess1", frame.decode())
+    assert env == events.Envelope("m", 12, 345, "sess1", frame)
     with pytest.raises(ValueError):
         events.unpack(b"no header")
 

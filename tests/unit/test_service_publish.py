@@ -1,6 +1,6 @@
-"""The message path's hand-off between store, relay and ack (ChatService on the SQLite
-store, with a recording relay of our own port — the Redis adapter is tested for real in
-tests/integration)."""
+"""The message path's hand-off between store, relay and ack (MessageService on the SQLite
+store, with a recording relay of our own port and the real in-process relay — the Redis
+adapter is tested for real in tests/integration). ``send`` returns when the caller may ack."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from chat import events
-from chat.config import from_env
+from chat import commands, events
+from chat.access import Access
+from chat.channels import ChannelService
 from chat.errors import Unavailable
 from chat.gaps import GapAnnouncer
 from chat.ids import IdMinter, SnowflakeGenerator
-from chat.models import ChannelKind, Message, Principal
-from chat.relay.base import DeliverFn, GapFn
-from chat.service import ChatService
+from chat.models import Principal
+from chat.relay.base import DeliverFn, GapFn, Relay
+from chat.relay.local import LocalRelay
+from chat.service import MessageLimits, MessageService
 from chat.store.sqlite import SqliteMessageStore
 
 
@@ -25,8 +27,9 @@ class RecordingRelay:
     """Records hand-offs; fails the next ``fail`` of them; with ``hold`` it leaves their
     confirmations pending in ``held`` until the test resolves them."""
 
-    def __init__(self, node_local: bool) -> None:
-        self.node_local = node_local
+    single_node = False
+
+    def __init__(self) -> None:
         self.published: list[tuple[str, bytes]] = []
         self.fail = 0
         self.hold = False
@@ -73,50 +76,66 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteMessageStore]:
     await s.close()
 
 
-async def service_with(store: SqliteMessageStore, relay: RecordingRelay) -> tuple[ChatService, int]:
-    service = ChatService(from_env({"CHAT_JWT_SECRET": "x" * 32}), store, relay, IdMinter(SnowflakeGenerator(1)))
-    channel, _ = await service.create_channel(ALICE, ChannelKind.GROUP.value, "g", [])
-    return service, channel.id
+async def service_with(store: SqliteMessageStore, relay: Relay) -> tuple[MessageService, int]:
+    minter, access = IdMinter(SnowflakeGenerator(1)), Access(store)
+    service = MessageService(store=store, relay=relay, minter=minter, access=access, limits=MessageLimits())
+    channels = ChannelService(store=store, relay=relay, minter=minter, access=access, group_max_members=100)
+    view = await channels.create(ALICE, commands.CreateChannel("group", "g", ()))
+    return service, view.channel.id
 
 
-@pytest.mark.parametrize("node_local", [True, False])
-async def test_ack_comes_before_publish_only_on_the_in_process_relay(store: SqliteMessageStore, node_local: bool) -> None:
-    relay = RecordingRelay(node_local)
+def send(channel: int, text: str, key: str) -> commands.Send:
+    return commands.Send(None, channel, text, key)
+
+
+async def test_ack_comes_before_the_fan_out_on_the_in_process_relay(store: SqliteMessageStore) -> None:
+    """In-process, publishing is the local fan-out: the ack must not wait behind a large room,
+    so the relay confirms at once and delivers on the next loop turn."""
+    relay = LocalRelay()
+    delivered: list[bytes] = []
+    await relay.start(lambda topic, payload: delivered.append(payload), lambda topics: None)
     service, ch = await service_with(store, relay)
-    published_at_ack: list[int] = []
-
-    def ack(message: Message, created: bool) -> None:
-        published_at_ack.append(len(relay.published))
-
-    await service.send(ALICE, ch, "hello", "k1", on_stored=ack)
-    # In-process: publishing is the local fan-out, the ack must not wait for it.
-    # Shared relay: the ack promises the message is on its way to every node first.
-    assert published_at_ack == [0 if node_local else 1]
-    assert len(relay.published) == 1
+    await relay.subscribe(f"c:{ch}")
+    message, created = await service.send(ALICE, send(ch, "hello", "k1"))
+    assert created and delivered == []  # the caller acks now, before any socket got it
+    await asyncio.sleep(0)  # one loop turn: the fan-out
+    assert [events.unpack(p).message_id for p in delivered] == [message.id]
     # An idempotent retry is acked at once and not published again.
-    await service.send(ALICE, ch, "hello", "k1", on_stored=ack)
-    assert published_at_ack[1] == 1 and len(relay.published) == 1
+    again, created = await service.send(ALICE, send(ch, "hello", "k1"))
+    await asyncio.sleep(0)
+    assert not created and again == message and len(delivered) == 1
+    await service.close()
+    await relay.close()
+
+
+async def test_ack_waits_for_the_publish_on_a_shared_relay(store: SqliteMessageStore) -> None:
+    """The ack promises the message is on its way to every node first."""
+    relay = RecordingRelay()
+    service, ch = await service_with(store, relay)
+    await service.send(ALICE, send(ch, "hello", "k1"))
+    assert len(relay.published) == 1
+    await service.send(ALICE, send(ch, "hello", "k1"))  # a retry: not published again
+    assert len(relay.published) == 1
     await service.close()
 
 
 async def test_a_message_that_could_not_be_published_is_announced_as_a_gap(store: SqliteMessageStore) -> None:
-    relay = RecordingRelay(node_local=False)
+    relay = RecordingRelay()
     service, ch = await service_with(store, relay)
     relay.fail = 3  # the message's publish, then two gap attempts
-    acked: list[Message] = []
-    message, created = await service.send(ALICE, ch, "lost live", "k1", on_stored=lambda m, c: acked.append(m))
-    assert created and acked == [message]  # stored, so acked
+    message, created = await service.send(ALICE, send(ch, "lost live", "k1"))
+    assert created  # stored, so acked
     assert (await store.history(ch, before=None, after=None, limit=10)).messages[0].id == message.id
     await relay.until(1)
     topic, payload = relay.published[0]
     env = events.unpack(payload)
     assert topic == f"c:{ch}" and env.kind == events.GAP and env.channel == ch
-    assert service.gaps.owed == 0
+    assert service.gaps_owed == 0
     await service.close()
 
 
 async def test_a_miss_during_an_announcement_is_announced_again() -> None:
-    relay = RecordingRelay(node_local=False)
+    relay = RecordingRelay()
     gaps = GapAnnouncer(relay)
     gaps.missed(7)
     gaps.missed(8)
@@ -142,34 +161,30 @@ async def test_a_miss_during_an_announcement_is_announced_again() -> None:
 async def test_the_next_message_is_handed_off_before_the_previous_one_is_confirmed(store: SqliteMessageStore) -> None:
     """A hot channel is not held to one publish per broker round trip; acks still wait for
     their own confirmation, and hand-off order is ID order."""
-    relay = RecordingRelay(node_local=False)
+    relay = RecordingRelay()
     service, ch = await service_with(store, relay)
     relay.hold = True
-    acked: list[int] = []
-    sends = [
-        asyncio.ensure_future(service.send(ALICE, ch, f"m{i}", f"k{i}", on_stored=lambda m, c: acked.append(m.id)))
-        for i in range(5)
-    ]
+    sends = [asyncio.ensure_future(service.send(ALICE, send(ch, f"m{i}", f"k{i}"))) for i in range(5)]
     await relay.until(5)  # all five handed off while no confirmation has come
-    assert acked == [] and len(relay.held) == 5
+    assert not any(s.done() for s in sends) and len(relay.held) == 5
     ids = [events.unpack(p).message_id for _, p in relay.published]
     assert ids == sorted(ids)
     for confirmation in relay.held:
         confirmation.set_result(None)
-    await asyncio.wait_for(asyncio.gather(*sends), 5)
+    acked = [message.id for message, _ in await asyncio.wait_for(asyncio.gather(*sends), 5)]
     assert sorted(acked) == ids
     await service.close()
 
 
 async def test_a_confirmation_that_fails_is_announced_as_a_gap(store: SqliteMessageStore) -> None:
-    relay = RecordingRelay(node_local=False)
+    relay = RecordingRelay()
     service, ch = await service_with(store, relay)
     relay.hold = True
-    send = asyncio.ensure_future(service.send(ALICE, ch, "x", "k1"))
+    sending = asyncio.ensure_future(service.send(ALICE, send(ch, "x", "k1")))
     await relay.until(1)
     relay.hold = False
     relay.held[0].set_exception(Unavailable("relay unavailable"))
-    _, created = await asyncio.wait_for(send, 5)
+    _, created = await asyncio.wait_for(sending, 5)
     assert created  # stored and acked although its publish failed
     await relay.until(2)
     env = events.unpack(relay.published[1][1])

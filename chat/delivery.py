@@ -1,0 +1,273 @@
+"""What one socket is sent, and when: per-socket delivery state, pure (events in, frames out).
+
+One :class:`Delivery` per WebSocket. The gateway feeds it events — a live message of a
+channel, a replayed one, a relay gap, a kick, a reply — and it queues frames in the socket's
+outbox or decides to drop them; the socket's writer takes the frames and reports them
+written. Nothing here awaits, so every rule below is tested without sockets or an event loop.
+
+**Outbox bounds.** Frames queued, or taken by the writer and not yet written, count against
+the socket's bounds, in frames *and* bytes (a single message may be 600 kB on the wire):
+
+* *Live* frames (messages, typing) respect ``max_frames``/``max_bytes``. A message that would
+  cross them is dropped **for its channel** and the channel is owed a ``resync``; live
+  delivery of that channel pauses until the ``resync`` is queued, which happens as soon as the
+  outbox has drained to half of both bounds. The client then recovers from the store.
+* *Control* frames (replies, acks, errors, read markers) are never dropped: the client's own
+  requests bound them. But a client that keeps asking without reading would grow the outbox
+  without bound, so once ``hard_frames``/``hard_bytes`` are already queued, :meth:`control`
+  refuses and the socket must be closed (slow consumer).
+
+**The subscribe seam.** ``subscribe`` with ``since`` means "every stored message after it, then
+live, no gap, no duplicate". :meth:`open` marks the channel *replaying*: live messages of it
+are held back in ``pending`` (bounded: overflow is a gap). The gateway replays the store
+through :meth:`replayed` — which skips what this socket already got — and ends with
+:meth:`finish`, which releases the held-back messages above the seam's floor and not replayed.
+The floor is ``max(since, upper)``: ``upper`` is the bound up to which the replay read, when
+the relay can give one (every ID ≤ ``upper`` is stored, every ID above arrives live); without
+it the seam is de-duplicated by ID alone.
+
+Each stream also remembers the contiguous ID range ``[lo, hi]`` it has delivered, so a
+re-subscribe with an older ``since`` (after a ``resync``) does not send a message twice.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from chat.protocol import Frame
+
+#: Builds the ``resync`` frame of a channel (injected so this module needs no encoder).
+ResyncFrame = Callable[[int], Frame]
+
+
+class Stream:
+    """Delivery state of one subscribed channel on one socket."""
+
+    __slots__ = ("replaying", "pending", "pending_bytes", "replayed", "gapped", "lo", "hi")
+
+    def __init__(self) -> None:
+        # While True a subscribe is replaying the store: live messages wait in `pending`.
+        self.replaying = False
+        self.pending: list[tuple[int, Frame]] = []
+        self.pending_bytes = 0
+        # IDs sent by the running replay: their live copies are duplicates.
+        self.replayed: set[int] = set()
+        # Live messages were dropped: a resync is owed and live delivery pauses until it is queued.
+        self.gapped = False
+        # Every message of the channel with lo <= id <= hi was sent to this socket (lo > hi: none).
+        self.lo = 1
+        self.hi = 0
+
+    def covers(self, message_id: int) -> bool:
+        return self.lo <= message_id <= self.hi
+
+    def sent(self, message_id: int) -> None:
+        if self.lo > self.hi:
+            self.lo = self.hi = message_id
+        elif message_id > self.hi:
+            self.hi = message_id
+
+    def forget(self) -> None:
+        self.lo, self.hi = 1, 0
+
+
+class Delivery:
+    """One socket's outbox and channel streams (see the module docstring)."""
+
+    def __init__(self, *, max_frames: int, max_bytes: int, resync_frame: ResyncFrame) -> None:
+        # Limits
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        # Control frames may pile up to here before the client counts as not reading.
+        self.hard_frames = max_frames * 2 + 256
+        self.hard_bytes = max_bytes * 2
+        self._resync_frame = resync_frame
+        # State
+        self.outbox: deque[Frame] = deque()
+        self.frames = 0  # queued + taken but not yet written
+        self.bytes = 0
+        self.streams: dict[int, Stream] = {}
+        self.owed: set[int] = set()  # channels owed a resync
+        self.closed = False
+
+    # Queries
+
+    def has_room(self) -> bool:
+        """Below both live bounds: a replay may queue its next frame."""
+        return self.frames < self.max_frames and self.bytes < self.max_bytes
+
+    def subscribed(self, channel: int) -> bool:
+        return channel in self.streams
+
+    # Frames that must not be dropped
+
+    def control(self, frame: Frame) -> bool:
+        """Queue a reply, ack, error or marker. False: the client is not reading (close it)."""
+        if self.closed:
+            return True
+        if self.frames >= self.hard_frames or self.bytes >= self.hard_bytes:
+            self.closed = True
+            return False
+        self._queue(frame)
+        return True
+
+    # Live traffic
+
+    def live(self, channel: int, message_id: int, frame: Frame) -> bool:
+        """A live message of ``channel``. Returns True if a frame was queued."""
+        stream = self.streams.get(channel)
+        if stream is None or self.closed or stream.gapped:
+            return False
+        if stream.replaying:
+            if len(stream.pending) >= self.max_frames or stream.pending_bytes + len(frame) > self.max_bytes:
+                self._gap(channel, stream)  # the seam cannot hold it: resync after the replay
+            else:
+                stream.pending.append((message_id, frame))
+                stream.pending_bytes += len(frame)
+            return False
+        if self.frames >= self.max_frames or self.bytes + len(frame) > self.max_bytes:
+            self._gap(channel, stream)
+            return False
+        self._queue(frame)
+        stream.sent(message_id)
+        return True
+
+    def ephemeral(self, channel: int, frame: Frame) -> bool:
+        """Typing and the like: queued if the channel is live and there is room, else dropped."""
+        stream = self.streams.get(channel)
+        if stream is None or stream.replaying or stream.gapped or self.closed or not self.has_room():
+            return False
+        self._queue(frame)
+        return True
+
+    def gap(self, channel: int) -> bool:
+        """The relay may have lost messages of ``channel``. Returns True if a resync was queued."""
+        stream = self.streams.get(channel)
+        if stream is None:
+            return False
+        self._gap(channel, stream)
+        return self._pay_resyncs()
+
+    def kick(self, channel: int, frame: Frame) -> bool:
+        """The user left ``channel``: end the stream and say so. True if it was subscribed."""
+        if self.streams.pop(channel, None) is None:
+            return False
+        self.owed.discard(channel)
+        self.control(frame)
+        return True
+
+    # Subscriptions and the seam
+
+    def open(self, channel: int) -> bool:
+        """Start a subscribe (live messages are held back). True if the channel is new here."""
+        stream = self.streams.get(channel)
+        new = stream is None
+        if stream is None:
+            stream = self.streams[channel] = Stream()
+        stream.replaying = True
+        stream.replayed = set()
+        return new
+
+    def cancel(self, channel: int) -> None:
+        """A new subscription could not be set up: forget it."""
+        self.streams.pop(channel, None)
+        self.owed.discard(channel)
+
+    def close_stream(self, channel: int) -> bool:
+        """Unsubscribe. True if it was subscribed."""
+        self.owed.discard(channel)
+        return self.streams.pop(channel, None) is not None
+
+    def replayed(self, channel: int, message_id: int, frame: Frame) -> bool:
+        """A stored message replayed in ID order. Returns True if a frame was queued
+        (False: this socket already got it, or the subscription ended meanwhile)."""
+        stream = self.streams.get(channel)
+        if stream is None or self.closed or not stream.replaying or stream.covers(message_id):
+            return False
+        stream.replayed.add(message_id)
+        self._queue(frame)
+        return True
+
+    def finish(self, channel: int, *, after: int | None, upper: int | None, last: int | None, complete: bool) -> bool:
+        """End a subscribe: release what was held back. Returns True if frames were queued.
+
+        ``after``: the client's ``since`` (None: no replay). ``upper``: the bound the replay read
+        up to, if the relay gave one. ``last``: the last ID the replay read. ``complete``: False
+        if the replay stopped at its cap with more stored (the client is owed a resync).
+        """
+        stream = self.streams.get(channel)
+        if stream is None or not stream.replaying:
+            return False
+        pending, replayed = stream.pending, stream.replayed
+        stream.pending, stream.pending_bytes, stream.replayed = [], 0, set()
+        stream.replaying = False
+        if after is not None:
+            if complete:
+                end = upper if upper is not None else (last if last is not None else after)
+                self._cover(stream, after + 1, end)
+            else:
+                self._gap(channel, stream)
+        if stream.gapped:
+            self.owed.add(channel)
+            return self._pay_resyncs()
+        floor = max(after or 0, upper or 0)
+        queued = False
+        for message_id, frame in pending:
+            if message_id > floor and message_id not in replayed:
+                queued = self.live(channel, message_id, frame) or queued
+        return queued
+
+    # The writer
+
+    def take(self) -> list[Frame]:
+        """Everything queued, in order, for the writer (it stays counted until :meth:`written`)."""
+        if not self.outbox:
+            return []
+        frames = list(self.outbox)
+        self.outbox.clear()
+        return frames
+
+    def written(self, frames: int, nbytes: int) -> bool:
+        """The writer wrote ``frames`` frames of ``nbytes`` bytes. True if resyncs were queued."""
+        self.frames -= frames
+        self.bytes -= nbytes
+        return self._pay_resyncs() if self.owed else False
+
+    # Internals
+
+    def _queue(self, frame: Frame) -> None:
+        self.outbox.append(frame)
+        self.frames += 1
+        self.bytes += len(frame)
+
+    def _gap(self, channel: int, stream: Stream) -> None:
+        stream.gapped = True
+        stream.pending, stream.pending_bytes = [], 0
+        stream.forget()
+        self.owed.add(channel)
+
+    @staticmethod
+    def _cover(stream: Stream, lo: int, hi: int) -> None:
+        if lo > hi:
+            return
+        if stream.lo <= stream.hi and lo <= stream.hi + 1 and hi + 1 >= stream.lo:
+            stream.lo, stream.hi = min(stream.lo, lo), max(stream.hi, hi)  # overlapping or adjacent
+        else:
+            stream.lo, stream.hi = lo, hi
+
+    def _pay_resyncs(self) -> bool:
+        """Queue owed resyncs once the outbox has drained to half (replaying channels wait)."""
+        if not self.owed or self.closed or self.frames > self.max_frames // 2 or self.bytes > self.max_bytes // 2:
+            return False
+        queued = False
+        for channel in sorted(self.owed):
+            stream = self.streams.get(channel)
+            if stream is None:
+                self.owed.discard(channel)
+            elif not stream.replaying:  # a running subscribe settles it when it finishes
+                stream.gapped = False
+                self.owed.discard(channel)
+                self._queue(self._resync_frame(channel))
+                queued = True
+        return queued

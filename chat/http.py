@@ -1,0 +1,88 @@
+"""HTTP plumbing shared by the API and the WebSocket endpoint: tokens, bodies, error responses."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+
+from chat.auth import TokenVerifier
+from chat.errors import BadRequest, ChatError, RateLimited, TooLarge
+from chat.models import Principal
+from chat.ratelimit import KeyedLimiter
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(error: ChatError) -> Response:
+    """The protocol's error body with the error's status (and ``Retry-After`` for 429/503)."""
+    headers = {}
+    if error.retry_after_ms is not None:
+        headers["Retry-After"] = str(max(1, -(-error.retry_after_ms // 1000)))
+    return JSONResponse({"error": error.to_body()}, status_code=error.status, headers=headers)
+
+
+def bearer_token(headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str | None:
+    """The token from ``Authorization: Bearer …`` or, for browsers' WebSockets, ``?token=…``."""
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    if query is not None:
+        return query.get("token") or None
+    return None
+
+
+class Authenticator:
+    """Bearer token → :class:`Principal`, with the per-user HTTP rate limit."""
+
+    def __init__(self, verifier: TokenVerifier, limiter: KeyedLimiter) -> None:
+        self._verifier = verifier
+        self._limiter = limiter
+
+    def websocket(self, connection: HTTPConnection) -> Principal:
+        """The caller of a WebSocket handshake (header, or ``?token=`` for browsers)."""
+        return self._verifier.verify(bearer_token(connection.headers, connection.query_params))
+
+    def request(self, request: Request) -> Principal:
+        """The caller of an HTTP request; refuses with ``rate_limited`` past the user's budget."""
+        principal = self._verifier.verify(bearer_token(request.headers))
+        wait_s = self._limiter.take(principal.user, time.monotonic())
+        if wait_s:
+            raise RateLimited("too many requests", retry_after_ms=int(wait_s * 1000) + 1)
+        return principal
+
+
+async def read_json_object(request: Request, *, cap: int) -> dict[str, Any]:
+    """The request body as a JSON object (empty body: ``{}``), read with a size cap."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isascii() and length.isdigit() and len(length) < 19 and int(length) > cap:
+        raise TooLarge(f"request body is larger than {cap} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise TooLarge(f"request body is larger than {cap} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
