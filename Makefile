@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 export CHAT_PORT ?= 8000
 
-.PHONY: run test test-unit test-fast services services-down services-status cluster cluster-down bench browser-deps clean
+.PHONY: run test lint test-unit test-fast services services-down services-status cluster cluster-down bench browser-deps clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ run: $(STAMP)
 ## Set up everything and run the whole suite with every service started.
 test: $(STAMP) browser-deps
 	PYTHON=$(abspath $(BIN)/python) scripts/test.sh
+
+## ruff and mypy (strict on the pure core), as `make test` runs them.
+lint: $(STAMP)
+	$(BIN)/ruff check chat presence discovery tests bench
+	$(BIN)/mypy
 
 ## Unit and contract (embedded adapters) only: no services, seconds.
 test-fast: $(STAMP)

@@ -58,7 +58,7 @@ class TokenVerifier:
         except jwt.PyJWTError:
             raise Unauthorized("token is malformed") from None
         sub = claims.get("sub")
-        if not valid_user_id(sub):
+        if not isinstance(sub, str) or not valid_user_id(sub):
             raise Unauthorized("token subject is not a valid user id")
         roles = claims.get("roles") or []
         if not isinstance(roles, list):

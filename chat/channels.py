@@ -46,7 +46,7 @@ class ChannelService:
         """The caller's channels (newest first) with their read position in each."""
         channels = await self._store.list_user_channels(principal.user)
         positions = await asyncio.gather(*(self._store.get_read(principal.user, c.id) for c in channels))
-        return list(zip(channels, positions))
+        return list(zip(channels, positions, strict=True))
 
     async def create(self, principal: Principal, command: commands.CreateChannel) -> ChannelView:
         members = list(dict.fromkeys([principal.user, *command.members]))

@@ -178,9 +178,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
 
     data_dir = Path(env.get("CHAT_DATA_DIR", "").strip() or d.data_dir)
     dev_generated = False
-    if symmetric and not secret:
-        if environment == "production":
-            problems.append("CHAT_JWT_SECRET is required when CHAT_ENV=production (no generated development secret)")
+    if symmetric and not secret and environment == "production":
+        problems.append("CHAT_JWT_SECRET is required when CHAT_ENV=production (no generated development secret)")
 
     consistency = (env.get("CHAT_CASSANDRA_CONSISTENCY", "").strip() or d.cassandra_consistency).upper()
     if consistency not in _CONSISTENCY_LEVELS:

@@ -23,8 +23,11 @@ are held back in ``pending`` (bounded: overflow is a gap). The gateway replays t
 through :meth:`replayed` — which skips what this socket already got — and ends with
 :meth:`finish`, which releases the held-back messages above the seam's floor and not replayed.
 The floor is ``max(since, upper)``: ``upper`` is the bound up to which the replay read, when
-the relay can give one (every ID ≤ ``upper`` is stored, every ID above arrives live); without
-it the seam is de-duplicated by ID alone.
+the relay can give one (every ID ≤ ``upper`` is stored, every ID above arrives live). Without
+it (other nodes publish too) the seam is de-duplicated by ID alone, and not only while the
+replay runs: another node may publish a message a moment after storing it, so a message the
+replay read can still arrive live after the seam. The replayed IDs are therefore kept until
+live traffic has moved :data:`LATE_WINDOW_MS` of ID time past the newest of them.
 
 Each stream also remembers the contiguous ID range ``[lo, hi]`` it has delivered, so a
 re-subscribe with an older ``since`` (after a ``resync``) does not send a message twice.
@@ -35,8 +38,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
+from chat.ids import TIMESTAMP_SHIFT
 from chat.protocol import Frame
 
+#: How long after storing a message another node may still publish it (its publish is bounded
+#: far below this): live copies of replayed messages are dropped for this much ID time.
+LATE_WINDOW_MS = 10_000
+_LATE_WINDOW_IDS = LATE_WINDOW_MS << TIMESTAMP_SHIFT
 #: Builds the ``resync`` frame of a channel (injected so this module needs no encoder).
 ResyncFrame = Callable[[int], Frame]
 
@@ -44,7 +52,7 @@ ResyncFrame = Callable[[int], Frame]
 class Stream:
     """Delivery state of one subscribed channel on one socket."""
 
-    __slots__ = ("replaying", "pending", "pending_bytes", "replayed", "gapped", "lo", "hi")
+    __slots__ = ("replaying", "pending", "pending_bytes", "replayed", "late", "late_max", "gapped", "lo", "hi")
 
     def __init__(self) -> None:
         # While True a subscribe is replaying the store: live messages wait in `pending`.
@@ -53,6 +61,9 @@ class Stream:
         self.pending_bytes = 0
         # IDs sent by the running replay: their live copies are duplicates.
         self.replayed: set[int] = set()
+        # After an unbounded replay: its IDs, whose live copies may still come (None: none).
+        self.late: set[int] | None = None
+        self.late_max = 0
         # Live messages were dropped: a resync is owed and live delivery pauses until it is queued.
         self.gapped = False
         # Every message of the channel with lo <= id <= hi was sent to this socket (lo > hi: none).
@@ -126,6 +137,11 @@ class Delivery:
                 stream.pending.append((message_id, frame))
                 stream.pending_bytes += len(frame)
             return False
+        if stream.late is not None:
+            if message_id in stream.late:
+                return False  # replayed already; this is another node's late publish of it
+            if message_id > stream.late_max + _LATE_WINDOW_IDS:
+                stream.late = None  # live traffic is past any late copy
         if self.frames >= self.max_frames or self.bytes + len(frame) > self.max_bytes:
             self._gap(channel, stream)
             return False
@@ -208,6 +224,8 @@ class Delivery:
                 self._cover(stream, after + 1, end)
             else:
                 self._gap(channel, stream)
+        if upper is None and replayed:
+            stream.late, stream.late_max = replayed, max(replayed)
         if stream.gapped:
             self.owed.add(channel)
             return self._pay_resyncs()

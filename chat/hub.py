@@ -63,6 +63,8 @@ class Hub:
     def __init__(self, relay: Relay) -> None:
         self._relay = relay
         self._topics: dict[str, _Interest] = {}
+        # Leaves scheduled by kicks (held so they are not garbage-collected mid-flight).
+        self._leaving: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         await self._relay.start(self._deliver, self._on_gap)
@@ -104,7 +106,7 @@ class Hub:
         del self._topics[topic]
         try:
             await self._relay.unsubscribe(topic)
-        except Exception:  # noqa: BLE001 - a stale subscription only costs bandwidth
+        except Exception:
             log.warning("relay unsubscribe of %s failed", topic, exc_info=True)
 
     def _deliver(self, topic: str, payload: bytes) -> None:
@@ -135,7 +137,9 @@ class Hub:
         elif kind == events.KICK:
             for subscriber in list(interest.subscribers):
                 if subscriber.kicked(channel, frame):
-                    asyncio.ensure_future(self.leave_channel(channel, subscriber))
+                    task = asyncio.ensure_future(self.leave_channel(channel, subscriber))
+                    self._leaving.add(task)
+                    task.add_done_callback(self._leaving.discard)
         else:
             for subscriber in interest.subscribers:
                 subscriber.deliver_control(frame)

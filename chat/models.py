@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class ChannelKind(str, Enum):
+class ChannelKind(StrEnum):
     """What a channel is; decides who may join and how large it may grow."""
 
     DM = "dm"  # exactly two members, one channel per pair

@@ -66,7 +66,7 @@ class Node:
         self.draining = True
         try:
             await self._registry.report(len(self.sessions), draining=True)
-        except Exception:  # noqa: BLE001 - draining goes on regardless
+        except Exception:
             log.warning("could not mark this node draining in the registry", exc_info=True)
         sessions = list(self.sessions)
         log.info("draining: closing %d sockets", len(sessions))

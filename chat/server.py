@@ -13,6 +13,7 @@ import contextlib
 import logging
 import re
 import signal
+import socket
 import threading
 from collections.abc import Generator
 from types import FrameType
@@ -55,7 +56,7 @@ class ChatServer(uvicorn.Server):
         self._drain_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def serve(self, sockets: list | None = None) -> None:  # type: ignore[override]
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
@@ -88,7 +89,7 @@ class ChatServer(uvicorn.Server):
             server.close()  # stop accepting: new connections are refused at the socket
         try:
             await asyncio.wait_for(self.node.drain(), self.node.settings.drain_grace_s + 5)
-        except Exception:  # noqa: BLE001 - exit anyway
+        except Exception:
             log.exception("drain did not finish cleanly")
         self.should_exit = True
 

@@ -64,7 +64,7 @@ class WebSocketEndpoint:
         try:
             await self._gateway.open(session)
             await session.run()
-        except Exception:  # noqa: BLE001 - one socket's failure must not take the node down
+        except Exception:
             log.exception("websocket session %s failed", session.session_id)
         finally:
             self._node.sessions.discard(session)

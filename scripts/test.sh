@@ -17,5 +17,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Lint and type checks first: seconds, and they need no service.
+bin=$(dirname "$PYTHON")
+"$bin/ruff" check chat presence discovery tests bench
+"$bin/mypy"
+
 scripts/services.sh up
 "$PYTHON" -m pytest -q -p no:cacheprovider --durations=15 "$@" tests

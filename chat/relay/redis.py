@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.maint_notifications import MaintNotificationsConfig
-from redis.asyncio.retry import Retry
 
 from chat.errors import Unavailable
 from chat.relay.base import DeliverFn, GapFn
@@ -274,10 +274,10 @@ class RedisRelay:
     async def _open_sub(self, *, quiet: bool = False) -> AbstractConnection:
         """A new pub/sub connection with every wanted topic re-subscribed (confirmed later)."""
         assert self._sub_pool is not None
-        conn = self._sub_pool.make_connection()
+        conn: AbstractConnection = self._sub_pool.make_connection()  # type: ignore[no-untyped-call]
         try:
             async with asyncio.timeout(self._connect_timeout_s + self._socket_timeout_s):
-                await conn.connect()
+                await conn.connect()  # type: ignore[no-untyped-call]
                 topics = list(self._wanted)
                 for i in range(0, len(topics), _CHUNK):
                     chunk = topics[i : i + _CHUNK]
@@ -323,7 +323,7 @@ class RedisRelay:
                 await self._read(conn)
             except _FAILURES as exc:
                 self._connection_lost(conn, exc)
-            except Exception as exc:  # noqa: BLE001 - a bug must not kill the only reader
+            except Exception as exc:
                 log.exception("redis relay: unexpected error in the reader; reconnecting")
                 self._connection_lost(conn, exc)
             await conn.disconnect(nowait=True)
@@ -359,7 +359,7 @@ class RedisRelay:
             return
         try:
             self._deliver(topic, payload)
-        except Exception:  # noqa: BLE001 - the handler must not raise; never let it kill the reader
+        except Exception:
             log.exception("relay deliver handler raised for %s", topic)
 
     def _confirmed(self, kind: bytes, channel: bytes) -> None:
@@ -379,7 +379,7 @@ class RedisRelay:
         if still and self._on_gap is not None:
             try:
                 self._on_gap(still)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("relay on_gap handler raised")
 
     def _connection_lost(self, conn: AbstractConnection, exc: BaseException) -> None:

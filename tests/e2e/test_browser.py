@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import playwright.sync_api as sync_api
 import pytest
+from playwright import sync_api
 
 from tests.support.server import ServerProcess
 
@@ -67,7 +67,7 @@ def browser() -> Iterator[object]:
 class Person:
     """One browser context (own sessionStorage) signed in as ``user``."""
 
-    def __init__(self, browser, base_url: str, user: str) -> None:  # noqa: ANN001
+    def __init__(self, browser, base_url: str, user: str) -> None:
         self.user = user
         self.context = browser.new_context(viewport={"width": 1100, "height": 760})
         self.page = self.context.new_page()
@@ -82,7 +82,7 @@ class Person:
         expect(page.get_by_test_id("me")).to_have_text(self.user, timeout=LOCAL_TIMEOUT_MS)
         expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "online", timeout=LOCAL_TIMEOUT_MS)
 
-    def channel(self, name: str):  # noqa: ANN201 - Locator
+    def channel(self, name: str):
         return self.page.locator(f'[data-testid="channel-item"][data-name="{name}"]')
 
     def send(self, text: str) -> None:
@@ -91,7 +91,7 @@ class Person:
         composer.press("Enter")
         expect(composer).to_have_value("", timeout=LOCAL_TIMEOUT_MS)
 
-    def messages(self):  # noqa: ANN201 - Locator
+    def messages(self):
         return self.page.get_by_test_id("message-list").get_by_test_id("message")
 
 
@@ -100,7 +100,7 @@ def test_dev_login_is_enabled_by_an_empty_secret(dev_server: ServerProcess) -> N
     assert info["dev_login"] is True
 
 
-def test_two_people_talk_in_a_dm(dev_server: ServerProcess, browser) -> None:  # noqa: ANN001
+def test_two_people_talk_in_a_dm(dev_server: ServerProcess, browser) -> None:
     alice = Person(browser, dev_server.http_url, "alice")
     bob = Person(browser, dev_server.http_url, "bob")
     alice.sign_in()
@@ -153,7 +153,7 @@ def test_two_people_talk_in_a_dm(dev_server: ServerProcess, browser) -> None:  #
     bob.context.close()
 
 
-def test_a_busy_workspace_renders_and_photographs(dev_server: ServerProcess, browser, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_busy_workspace_renders_and_photographs(dev_server: ServerProcess, browser, tmp_path: Path) -> None:
     """Seed a realistic workspace over HTTP, check alice's window shows it live (history, a new
     message, bob typing), and photograph it at 1280x800. ``CHAT_SCREENSHOT=docs/screenshot.png``
     refreshes the README's screenshot."""

@@ -110,7 +110,7 @@ async def test_every_subscribed_socket_gets_every_message_in_order(server: Serve
     phone = await connect(server, alice)
     laptop = await connect(server, alice)  # a second device of the same user
     others = [await connect(server, u) for u in users[1:]]
-    sockets = {"alice/phone": phone, "alice/laptop": laptop, **{u: c for u, c in zip(users[1:], others)}}
+    sockets = {"alice/phone": phone, "alice/laptop": laptop, **dict(zip(users[1:], others, strict=True))}
     try:
         for client in sockets.values():
             await subscribe(client, channel)

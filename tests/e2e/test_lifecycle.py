@@ -36,7 +36,7 @@ def clean_env(**chat: str) -> dict[str, str]:
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
     command = [str(CHAT_CLI)] if CHAT_CLI.exists() else [sys.executable, "-m", "chat"]
-    return subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def cli_token(user: str, env: dict[str, str], *extra: str) -> str:

@@ -509,7 +509,8 @@ async def test_bad_frames_get_error_codes_and_the_socket_stays_usable(server: Se
         # Exactly 100,000 characters is accepted, even with every character JSON-escaped.
         ok = await client.request("send", channel=mine, text=max_text, client_msg_id="max-ascii")
         assert ok["op"] == "ack" and len(ok["message"]["text"]) == 100_000
-        escaped = '{"op":"send","id":"esc","channel":"%s","client_msg_id":"max-escaped","text":"%s"}' % (mine, "\\ud83d\\ude00" * 100_000)
+        emoji = "\\ud83d\\ude00" * 100_000
+        escaped = f'{{"op":"send","id":"esc","channel":"{mine}","client_msg_id":"max-escaped","text":"{emoji}"}}'
         assert len(escaped.encode()) <= FRAME_CAP
         await client.send_raw(escaped)
         ok = await client.expect("ack", id="esc")

@@ -20,7 +20,6 @@ from tests.support import services
 from tests.support.faults import PrivateRedis, TcpProxy
 from tests.support.sink import Sink
 
-
 # Cassandra
 
 

@@ -211,7 +211,7 @@ async def test_a_message_whose_publish_failed_reaches_other_nodes_as_a_gap(relay
 
         proxy.freeze()
         started = time.monotonic()
-        message, created = await service.send(alice, commands.Send(None, channel.id, "stored, not published", "k1"))
+        _, created = await service.send(alice, commands.Send(None, channel.id, "stored, not published", "k1"))
         assert created and time.monotonic() - started < 3  # stored, so acked, without waiting on Redis
         assert service.gaps_owed == 1
         proxy.thaw()

@@ -56,10 +56,10 @@ class ServerProcess:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/v1/ws"
 
-    def settings(self):  # noqa: ANN201 - chat.config.Settings
+    def settings(self):
         return from_env({k: v for k, v in self.env.items() if k.startswith("CHAT_")})
 
-    def token(self, user: str, **kwargs) -> str:  # noqa: ANN003
+    def token(self, user: str, **kwargs) -> str:
         return issue_token(self.settings(), user, **kwargs)
 
     def start(self, timeout_s: float = 30.0) -> ServerProcess:

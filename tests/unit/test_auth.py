@@ -19,7 +19,7 @@ SECRET = "s" * 40
 
 
 @pytest.fixture
-def settings():  # noqa: ANN201
+def settings():
     return from_env({"CHAT_JWT_SECRET": SECRET})
 
 
@@ -33,12 +33,12 @@ def claims(**over: object) -> dict:
     return {k: v for k, v in base.items() if v is not None}
 
 
-def test_good_token(settings) -> None:  # noqa: ANN001
+def test_good_token(settings) -> None:
     p = TokenVerifier(settings).verify(encode(claims(roles=["bot", "wizard"])))
     assert p.user == "alice" and p.roles == frozenset({"bot"})
 
 
-def test_issue_token_round_trips(settings) -> None:  # noqa: ANN001
+def test_issue_token_round_trips(settings) -> None:
     token = issue_token(settings, "bob", roles=("admin",), ttl_s=60)
     p = TokenVerifier(settings).verify(token)
     assert p.user == "bob" and p.is_admin
@@ -72,13 +72,13 @@ def _alg_none_token() -> str:
         ("a" * 10_000, "too large"),
     ],
 )
-def test_refused_tokens(settings, token: str, reason: str) -> None:  # noqa: ANN001
+def test_refused_tokens(settings, token: str, reason: str) -> None:
     with pytest.raises(Unauthorized) as error:
         TokenVerifier(settings).verify(token)
     assert reason in error.value.message
 
 
-def test_public_key_algorithms_refuse_hmac_confusion(tmp_path) -> None:  # noqa: ANN001
+def test_public_key_algorithms_refuse_hmac_confusion(tmp_path) -> None:
     private = ed25519.Ed25519PrivateKey.generate()
     public_pem = private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     settings = from_env({"CHAT_JWT_ALGORITHMS": "EdDSA", "CHAT_JWT_PUBLIC_KEY": public_pem})
@@ -96,7 +96,7 @@ def test_public_key_algorithms_refuse_hmac_confusion(tmp_path) -> None:  # noqa:
     assert "algorithm" in error.value.message
 
 
-def test_leeway_is_small(settings) -> None:  # noqa: ANN001
+def test_leeway_is_small(settings) -> None:
     verifier = TokenVerifier(settings)
     assert verifier.verify(encode(claims(exp=int(time.time()) - 10))).user == "alice"
     with pytest.raises(Unauthorized):

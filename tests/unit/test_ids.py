@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from hypothesis import given, settings
@@ -32,7 +33,7 @@ class FakeClock:
 def test_million_ids_are_unique_and_strictly_increasing() -> None:
     gen = SnowflakeGenerator(5)
     ids = [gen.next_id_blocking() for _ in range(1_000_000)]
-    assert all(a < b for a, b in zip(ids, ids[1:]))
+    assert all(a < b for a, b in itertools.pairwise(ids))
     assert len(set(ids)) == len(ids)
 
 
