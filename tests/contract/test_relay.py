@@ -72,3 +72,41 @@ async def test_unsubscribe_stops_delivery(relay: tuple[Any, Sink]) -> None:
 async def test_ping_answers_while_running(relay: tuple[Any, Sink]) -> None:
     r, _ = relay
     await r.ping()
+
+
+async def test_single_node_says_whether_another_process_can_publish(relay: tuple[Any, Sink], relay_factory: Callable[[], Any]) -> None:
+    """``single_node`` is a property of the adapter: True only if a second instance (another
+    node) can never reach this one's subscribers. The subscribe seam relies on it."""
+    r, sink = relay
+    other = relay_factory()
+    other_sink = Sink()
+    await other.start(other_sink.deliver, other_sink.on_gap)
+    try:
+        await r.subscribe("c:20")
+        await other.publish("c:20", b"from another node")
+        await r.publish("c:20", b"marker")
+        got = [p for _, p in await sink.wait_for(1 if r.single_node else 2)]
+        assert got == ([b"marker"] if r.single_node else [b"from another node", b"marker"])
+    finally:
+        await other.close()
+
+
+async def test_a_confirmed_hand_off_arrives_before_anything_handed_off_later(
+    relay: tuple[Any, Sink], relay_factory: Callable[[], Any]
+) -> None:
+    """What the ack rule needs: once a hand-off is confirmed, a later one — from this node or
+    (where there can be one) another — is delivered after it."""
+    r, sink = relay
+    other = relay_factory() if not r.single_node else r
+    if other is not r:
+        await other.start(Sink().deliver, Sink().on_gap)
+    try:
+        await r.subscribe("c:21")
+        for i in range(50):
+            await r.hand_off("c:21", b"a%d" % i)
+            await other.hand_off("c:21", b"b%d" % i)
+        got = [p for _, p in await sink.wait_for(100)]
+        assert got == [p for i in range(50) for p in (b"a%d" % i, b"b%d" % i)]
+    finally:
+        if other is not r:
+            await other.close()
