@@ -15,11 +15,16 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ALLOWED_JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA", "PS256"})
 _SYMMETRIC = frozenset({"HS256", "HS384", "HS512"})
 _CONSISTENCY_LEVELS = frozenset({"ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"})
 _NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Numbers in the environment: ASCII digits of bounded length only. ``int()`` alone would take
+# '٥' (Arabic-Indic 5) or '1_000', and ``float()`` 'nan' or 'inf' (which no range check refuses).
+_INT_TEXT = re.compile(r"[0-9]{1,12}")
+_DECIMAL_TEXT = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
 
 
 class ConfigError(Exception):
@@ -104,6 +109,21 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in value.split(",") if p.strip())
 
 
+def _valid_port(host: str) -> bool:
+    """``host``, ``host:port`` or ``[v6]:port`` (an unbracketed v6 address has no port): any port
+    is ASCII digits from 1 to 65535 (drivers would otherwise take '٥' as 5, or fail at start)."""
+    if host.startswith("["):
+        _, _, rest = host.partition("]")
+        if not rest:
+            return True
+        port = rest.removeprefix(":") if rest.startswith(":") else None
+    elif host.count(":") == 1:
+        port = host.partition(":")[2]
+    else:
+        return True
+    return port is not None and _INT_TEXT.fullmatch(port) is not None and 1 <= int(port) <= 65535
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Parse and validate settings; raises :class:`ConfigError` listing every problem."""
     env = os.environ if env is None else env
@@ -114,11 +134,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         raw = env.get(name, "").strip()
         if not raw:
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            problems.append(f"{name}={raw!r}: not an integer")
+        if not _INT_TEXT.fullmatch(raw):
+            problems.append(f"{name}={raw[:40]!r}: not an integer (ASCII digits)")
             return default
+        value = int(raw)
         if not lo <= value <= hi:
             problems.append(f"{name}={value}: must be between {lo} and {hi}")
             return default
@@ -128,11 +147,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         raw = env.get(name, "").strip()
         if not raw:
             return default
-        try:
-            value = float(raw)
-        except ValueError:
-            problems.append(f"{name}={raw!r}: not a number")
+        if not _DECIMAL_TEXT.fullmatch(raw):
+            problems.append(f"{name}={raw[:40]!r}: not a number (ASCII digits, optionally with a decimal point: 2.5)")
             return default
+        value = float(raw)
         if not lo <= value <= hi:
             problems.append(f"{name}={value}: must be between {lo} and {hi}")
             return default
@@ -193,6 +211,12 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     redis_url = env.get("CHAT_REDIS_URL", "").strip()
     if redis_url and not re.match(r"^(redis|rediss|unix)://", redis_url):
         problems.append("CHAT_REDIS_URL: must start with redis://, rediss:// or unix://")
+    elif redis_url and not _valid_port(urlsplit(redis_url).netloc.rpartition("@")[2]):
+        problems.append("CHAT_REDIS_URL: the port must be a number from 1 to 65535")  # the URL may hold a password: not echoed
+    cassandra_hosts = _split(env.get("CHAT_CASSANDRA_HOSTS", ""))
+    for entry in cassandra_hosts:
+        if not _valid_port(entry):
+            problems.append(f"CHAT_CASSANDRA_HOSTS: {entry[:80]!r}: host[:port] with a port from 1 to 65535")
 
     settings_kwargs = dict(
         host=host,
@@ -206,7 +230,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         jwt_algorithms=algorithms,
         jwt_audience=env.get("CHAT_JWT_AUDIENCE", "").strip() or d.jwt_audience,
         jwt_leeway_s=get_int("CHAT_JWT_LEEWAY_S", d.jwt_leeway_s, 0, 60),
-        cassandra_hosts=_split(env.get("CHAT_CASSANDRA_HOSTS", "")),
+        cassandra_hosts=cassandra_hosts,
         cassandra_keyspace=keyspace,
         cassandra_consistency=consistency,
         cassandra_replication=env.get("CHAT_CASSANDRA_REPLICATION", "").strip() or d.cassandra_replication,
