@@ -123,12 +123,13 @@ class HttpApi:
 
     async def list_channels(self, request: Request) -> Response:
         principal = self._auth.request(request)
+        page, next_cursor = await self._channels.list_for(principal, commands.list_channels(request.query_params))
         body = []
-        for channel, position in await self._channels.list_for(principal):
+        for channel, position in page:
             wire = channel.to_wire()
             wire["last_read"] = None if position is None else str(position)
             body.append(wire)
-        return JSONResponse({"channels": body})
+        return JSONResponse({"channels": body, "next_cursor": None if next_cursor is None else str(next_cursor)})
 
     async def create_channel(self, request: Request) -> Response:
         principal = self._auth.request(request)

@@ -32,7 +32,7 @@ from chat.http import Authenticator
 from chat.hub import Hub
 from chat.ids import IdMinter, SnowflakeGenerator, wall_clock_ms
 from chat.node import Node, NodeSettings
-from chat.ratelimit import KeyedLimiter
+from chat.ratelimit import AddGuard, KeyedLimiter
 from chat.relay.base import Relay
 from chat.service import MessageLimits, MessageService
 from chat.session import SessionLimits
@@ -110,7 +110,12 @@ def create_app(
     messages = MessageService(
         store=store, relay=relay, minter=minter, access=access, limits=MessageLimits(store_timeout_s=settings.store_timeout_s)
     )
-    channels = ChannelService(store=store, relay=relay, minter=minter, access=access, group_max_members=settings.group_max_members)
+    adds = AddGuard(
+        per_adder_rate=settings.add_others_per_min / 60,
+        per_adder_burst=settings.add_others_burst,
+        per_user_day=settings.added_by_others_per_day,
+    )
+    channels = ChannelService(store=store, relay=relay, minter=minter, access=access, group_max_members=settings.group_max_members, adds=adds)
     node = Node(
         settings=NodeSettings(node_id=settings.node_id, url=settings.ws_url, drain_grace_s=settings.drain_grace_s),
         registry=registry,

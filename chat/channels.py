@@ -4,19 +4,24 @@ Who may do what (PROTOCOL.md): any member of a group may add members, up to the 
 anyone may join a room; a member may leave, and a group's creator (or an admin) may remove
 others; a DM has exactly its two members and one channel per pair. Users added by someone
 else, and users removed, are told on every node through the relay (``joined`` / a kick).
+Adding *other* users is limited (:class:`~chat.ratelimit.AddGuard`: a rate per adder, a daily
+budget per added user), so strangers cannot bury a user's conversations under theirs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from chat import commands, events, protocol
 from chat.access import Access
-from chat.errors import BadRequest, Forbidden, NotFound, Unavailable
+from chat.errors import BadRequest, Forbidden, NotFound, RateLimited, Unavailable
 from chat.ids import IdMinter, timestamp_ms
 from chat.models import Channel, ChannelKind, Principal
+from chat.ratelimit import AddGuard
 from chat.relay.base import Relay, user_topic
 from chat.store.base import AddResult, MessageStore
 
@@ -35,38 +40,59 @@ class ChannelView:
 class ChannelService:
     """Channel rules. One per node; safe for concurrent use on one event loop."""
 
-    def __init__(self, *, store: MessageStore, relay: Relay, minter: IdMinter, access: Access, group_max_members: int) -> None:
+    def __init__(
+        self,
+        *,
+        store: MessageStore,
+        relay: Relay,
+        minter: IdMinter,
+        access: Access,
+        group_max_members: int,
+        adds: AddGuard,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._relay = relay
         self._minter = minter
         self._access = access
         self._group_max = group_max_members
+        # Limits on adding other users (to groups, rooms and DMs): nobody's list gets buried.
+        self._adds = adds
+        self._clock = clock
 
-    async def list_for(self, principal: Principal) -> list[tuple[Channel, int | None]]:
-        """The caller's channels (newest first) with their read position in each."""
-        channels = await self._store.list_user_channels(principal.user)
+    async def list_for(self, principal: Principal, page: commands.ListChannels) -> tuple[list[tuple[Channel, int | None]], int | None]:
+        """A page of the caller's channels (newest first) with their read position in each, and
+        the cursor of the next page (None: this was the last)."""
+        channels = await self._store.list_user_channels(principal.user, before=page.before, limit=page.limit + 1)
+        more = len(channels) > page.limit
+        channels = channels[: page.limit]
         positions = await asyncio.gather(*(self._store.get_read(principal.user, c.id) for c in channels))
-        return list(zip(channels, positions, strict=True))
+        return list(zip(channels, positions, strict=True)), (channels[-1].id if more else None)
 
     async def create(self, principal: Principal, command: commands.CreateChannel) -> ChannelView:
         members = list(dict.fromkeys([principal.user, *command.members]))
         if command.kind == ChannelKind.GROUP.value and len(members) > self._group_max:
             raise Forbidden(f"a group holds at most {self._group_max} members")
+        others = [m for m in members if m != principal.user]
+        self._admit_adds(principal, others)
         channel_id = await self._minter.mint()
         channel = Channel(channel_id, ChannelKind(command.kind), command.name, principal.user, timestamp_ms(channel_id))
         await self._store.create_channel(channel, members)
-        await self._announce_joined(channel, [m for m in members if m != principal.user])
+        self._adds.spend(principal.user, others, self._clock())
+        await self._announce_joined(channel, others)
         return ChannelView(channel, sorted(members), len(members))
 
     async def open_dm(self, principal: Principal, command: commands.OpenDm) -> tuple[ChannelView, bool]:
         """The DM of the caller and ``command.user``: ``(view, created)``."""
         if command.user == principal.user:
             raise BadRequest("a DM needs two different users")
+        self._admit_adds(principal, [command.user])
         low, high = sorted((principal.user, command.user))
         channel_id = await self._minter.mint()
         proposed = Channel(channel_id, ChannelKind.DM, f"{low}, {high}", principal.user, timestamp_ms(channel_id), dm_key=f"{low}\n{high}")
         channel, created = await self._store.get_or_create_dm(proposed, (low, high))
         if created:
+            self._adds.spend(principal.user, [command.user], self._clock())
             await self._announce_joined(channel, [command.user])
         return ChannelView(channel, [low, high], 2), created
 
@@ -92,13 +118,16 @@ class ChannelService:
             limit = self._group_max
         elif target != principal.user:
             await self._access.require_member(principal, command.channel)
+        others = [] if target == principal.user else [target]
+        self._admit_adds(principal, others)
         result = await self._store.add_member(command.channel, target, max_members=limit)
         if result is AddResult.FULL:
             raise Forbidden(f"the group is full ({self._group_max} members)")
         if result is AddResult.NO_CHANNEL:
             raise NotFound(f"no channel {command.channel}")
-        if result is AddResult.ADDED and target != principal.user:
-            await self._announce_joined(channel, [target])
+        if result is AddResult.ADDED and others:
+            self._adds.spend(principal.user, others, self._clock())
+            await self._announce_joined(channel, others)
         return target, result
 
     async def remove_member(self, principal: Principal, command: commands.RemoveMember) -> None:
@@ -119,6 +148,20 @@ class ChannelService:
             await self._relay.publish(user_topic(command.user), events.pack(events.KICK, command.channel, 0, "-", frame))
         except Unavailable:
             log.warning("relay down: a removed user stays subscribed to %d on other nodes until they reconnect", command.channel)
+
+    def _admit_adds(self, principal: Principal, others: list[str]) -> None:
+        """Refuse adding ``others`` past the caller's rate or past one of their daily budgets."""
+        if not others:
+            return
+        if len(others) > self._adds.max_at_once:
+            raise BadRequest(f"at most {self._adds.max_at_once} other users can be added in one request")
+        wait_s, user = self._adds.check(principal.user, others, self._clock())
+        if not wait_s:
+            return
+        retry_after_ms = max(1, int(wait_s * 1000) + 1)
+        if user is None:
+            raise RateLimited("you are adding other users to channels too fast", retry_after_ms=retry_after_ms)
+        raise RateLimited(f"{user} was added to too many channels by others lately", retry_after_ms=retry_after_ms, user=user)
 
     async def _announce_joined(self, channel: Channel, users: list[str]) -> None:
         """Tell users added by someone else, on every node, so their clients list the channel at once."""

@@ -27,6 +27,7 @@ MAX_CHANNEL_NAME = 100
 MAX_MEMBERS_PER_REQUEST = 10_000
 HISTORY_DEFAULT = 50
 HISTORY_MAX = 200
+CHANNEL_PAGE_MAX = 1000  # channels per GET /v1/channels page (also the default: what the list held unpaged)
 
 USER_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SMALL_INT_RE = re.compile(r"[0-9]{1,9}")
@@ -130,6 +131,12 @@ class AddMember:
 class RemoveMember:
     channel: int
     user: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListChannels:
+    before: int | None  # the cursor: only channels with a smaller ID (None: from the newest)
+    limit: int
 
 
 # Field validators
@@ -324,3 +331,13 @@ def add_member(channel: int, body: Mapping[str, Any]) -> AddMember:
 
 def remove_member(channel: int, user: str) -> RemoveMember:
     return RemoveMember(channel, user_id(user))
+
+
+def list_channels(query: Mapping[str, str]) -> ListChannels:
+    """A page of the caller's channel list from a query string (``cursor``, ``limit``)."""
+    cursor = query.get("cursor") or None
+    before = None if cursor is None else parse_id(cursor)
+    if cursor is not None and before is None:
+        raise BadRequest("cursor must be the next_cursor of an earlier page")
+    limit = query.get("limit") or None
+    return ListChannels(before, CHANNEL_PAGE_MAX if limit is None else small_int(limit, "limit", 1, CHANNEL_PAGE_MAX, from_text=True))

@@ -68,6 +68,9 @@ class Settings:
     group_max_members: int = 100  # CHAT_GROUP_MAX_MEMBERS
     max_message_chars: int = 100_000  # CHAT_MAX_MESSAGE_CHARS (Unicode code points)
     replay_cap: int = 1000  # CHAT_REPLAY_CAP: messages replayed per channel on subscribe+since
+    add_others_per_min: float = 60.0  # CHAT_ADD_OTHERS_PER_MIN: other users one user may add to channels, sustained
+    add_others_burst: int = 200  # CHAT_ADD_OTHERS_BURST: … at once (≥ CHAT_GROUP_MAX_MEMBERS - 1: a full group in one go)
+    added_by_others_per_day: int = 500  # CHAT_ADDED_BY_OTHERS_PER_DAY: channels others may add one user to per day
 
     # Per-connection limits
     send_queue_frames: int = 1024  # CHAT_SEND_QUEUE: frames buffered per socket before `resync`
@@ -241,6 +244,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         group_max_members=get_int("CHAT_GROUP_MAX_MEMBERS", d.group_max_members, 2, 1_000_000),
         max_message_chars=get_int("CHAT_MAX_MESSAGE_CHARS", d.max_message_chars, 1, 1_000_000),
         replay_cap=get_int("CHAT_REPLAY_CAP", d.replay_cap, 1, 100_000),
+        add_others_per_min=get_float("CHAT_ADD_OTHERS_PER_MIN", d.add_others_per_min, 0.1, 1_000_000),
+        add_others_burst=get_int("CHAT_ADD_OTHERS_BURST", d.add_others_burst, 1, 1_000_000),
+        added_by_others_per_day=get_int("CHAT_ADDED_BY_OTHERS_PER_DAY", d.added_by_others_per_day, 1, 100_000_000),
         send_queue_frames=get_int("CHAT_SEND_QUEUE", d.send_queue_frames, 8, 1_000_000),
         send_queue_bytes=get_int("CHAT_SEND_QUEUE_BYTES", d.send_queue_bytes, 64 * 1024, 1 << 31),
         rate_per_s=get_float("CHAT_RATE_PER_S", d.rate_per_s, 0.1, 1_000_000),
@@ -253,6 +259,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         drain_grace_s=get_float("CHAT_DRAIN_GRACE_S", d.drain_grace_s, 0, 600),
         store_timeout_s=get_float("CHAT_STORE_TIMEOUT_S", d.store_timeout_s, 0.05, 120),
     )
+    group_max, burst = settings_kwargs["group_max_members"], settings_kwargs["add_others_burst"]
+    if isinstance(group_max, int) and isinstance(burst, int) and burst < group_max - 1:
+        problems.append(f"CHAT_ADD_OTHERS_BURST={burst}: at least CHAT_GROUP_MAX_MEMBERS - 1 ({group_max - 1}), or no full group can be created")
     if problems:
         raise ConfigError(problems)
     if symmetric and not secret:

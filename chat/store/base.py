@@ -73,8 +73,9 @@ class MessageStore(Protocol):
     async def count_members(self, channel_id: int) -> int:
         ...
 
-    async def list_user_channels(self, user: str, *, limit: int = 1000) -> list[Channel]:
-        """The channels ``user`` belongs to, newest first."""
+    async def list_user_channels(self, user: str, *, before: int | None = None, limit: int = 1000) -> list[Channel]:
+        """The channels ``user`` belongs to, newest (largest ID) first, at most ``limit``; with
+        ``before``, only those with a smaller ID (the next page starts below the last ID seen)."""
 
     # Messages
 

@@ -344,7 +344,7 @@ _CQL: dict[str, tuple[str, bool]] = {
     "list_members": ("SELECT user_id FROM {ks}.members_by_channel WHERE channel_id = ? LIMIT ?", True),
     "count_members": ("SELECT COUNT(*) AS n FROM {ks}.members_by_channel WHERE channel_id = ?", True),
     "user_channels": (
-        "SELECT channel_id, kind, name, created_by, created_ts, dm_key FROM {ks}.channels_by_user WHERE user_id = ? LIMIT ?",
+        "SELECT channel_id, kind, name, created_by, created_ts, dm_key FROM {ks}.channels_by_user WHERE user_id = ? AND channel_id <= ? LIMIT ?",
         True,
     ),
     "get_dm": ("SELECT dm_key, channel_id, name, created_by, created_ts, members FROM {ks}.dm_pairs WHERE dm_key = ?", True),
@@ -740,10 +740,11 @@ class CassandraMessageStore:
         rows = await self._execute("count_members", (channel_id,))
         return int(rows[0]["n"]) if rows else 0
 
-    async def list_user_channels(self, user: str, *, limit: int = 1000) -> list[Channel]:
+    async def list_user_channels(self, user: str, *, before: int | None = None, limit: int = 1000) -> list[Channel]:
         if limit <= 0:
             return []
-        return [_row_to_channel(r) for r in await self._execute("user_channels", (user, limit))]
+        at_most = MAX_ID if before is None else before - 1  # one statement for every page
+        return [_row_to_channel(r) for r in await self._execute("user_channels", (user, at_most, limit))]
 
     # Messages
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from chat.errors import Unavailable
+from chat.ids import MAX_ID
 from chat.models import Channel, ChannelKind, Message, Page
 from chat.store.base import AddResult
 
@@ -318,12 +319,13 @@ class SqliteMessageStore:
         row = await self._read(lambda c: c.execute("SELECT COUNT(*) FROM members WHERE channel_id = ?", (channel_id,)).fetchone())
         return int(row[0])
 
-    async def list_user_channels(self, user: str, *, limit: int = 1000) -> list[Channel]:
+    async def list_user_channels(self, user: str, *, before: int | None = None, limit: int = 1000) -> list[Channel]:
+        at_most = MAX_ID if before is None else before - 1  # IDs are signed 64-bit: MAX_ID + 1 does not bind
         rows = await self._read(
             lambda c: c.execute(
                 "SELECT ch.id, ch.kind, ch.name, ch.created_by, ch.created_ts, ch.dm_key FROM members m "
-                "JOIN channels ch ON ch.id = m.channel_id WHERE m.user_id = ? ORDER BY ch.id DESC LIMIT ?",
-                (user, limit),
+                "JOIN channels ch ON ch.id = m.channel_id WHERE m.user_id = ? AND m.channel_id <= ? ORDER BY m.channel_id DESC LIMIT ?",
+                (user, at_most, limit),
             ).fetchall()
         )
         return [_row_to_channel(r) for r in rows]

@@ -13,6 +13,7 @@ const TYPING_SEND_EVERY_MS = 3000;
 const TYPING_SHOW_MS = 4000;
 const CHANNEL_POLL_MS = 30000; // a safety net: additions arrive live as `joined` frames
 const PREFETCH_CHANNELS = 40; // newest page fetched up front for this many channels
+const MAX_CHANNEL_PAGES = 50; // pages of the channel list followed (1,000 channels each)
 const GROUP_GAP_MS = 5 * 60 * 1000;
 
 // ---------------------------------------------------------------------------
@@ -523,19 +524,30 @@ function setConnState(kind, label) {
 async function syncChannels() {
   if (!state.token) return;
   const startedAt = performance.now();
-  let data;
-  try {
-    data = await api("GET", "/v1/channels", undefined, { quiet: true });
-  } catch {
-    return;
+  // The list comes in pages (newest first): follow `next_cursor` to the end, so channels that
+  // others added us to can never push our own conversations out of the sidebar.
+  const listed = [];
+  let cursor = null;
+  for (let page = 0; page < MAX_CHANNEL_PAGES; page++) {
+    let data;
+    try {
+      const query = cursor ? `?cursor=${encodeURIComponent(cursor)}` : "";
+      data = await api("GET", `/v1/channels${query}`, undefined, { quiet: true });
+    } catch {
+      return;
+    }
+    listed.push(...(data.channels || []));
+    cursor = data.next_cursor;
+    if (!cursor) break;
   }
   const seen = new Set();
-  for (const wire of data.channels || []) {
+  for (const wire of listed) {
     seen.add(wire.id);
     upsertChannel(wire);
   }
-  // Gone from the list: left or removed. (Not a channel added while this request was in flight.)
-  for (const [id, ch] of [...state.channels]) if (!seen.has(id) && ch.knownSince < startedAt) removeChannel(id);
+  // Gone from the list: left or removed. (Not a channel added while this request was in flight,
+  // and only when the whole list was read.)
+  if (!cursor) for (const [id, ch] of [...state.channels]) if (!seen.has(id) && ch.knownSince < startedAt) removeChannel(id);
   afterChannelsChanged();
 }
 

@@ -44,6 +44,28 @@ async def test_channel_roundtrip_and_members(store: Any, ids: SnowflakeGenerator
     assert ch.id not in [c.id for c in await store.list_user_channels("carol")]
 
 
+async def test_user_channels_page_newest_first(store: Any, ids: SnowflakeGenerator) -> None:
+    """Issue 12 item 8: a user's channel list pages by ID, so no number of channels buries one."""
+    user = f"pager-{ids.next_id_blocking()}"  # the real backend is shared: a user of this test's own
+    made = []
+    for _ in range(7):
+        ch = make_channel(ids)
+        await store.create_channel(ch, ["alice", user])
+        made.append(ch.id)
+    newest_first = made[::-1]
+    assert [c.id for c in await store.list_user_channels(user)] == newest_first
+    pages, before = [], None
+    while True:
+        page = [c.id for c in await store.list_user_channels(user, before=before, limit=3)]
+        if not page:
+            break
+        pages.append(page)
+        before = page[-1]
+    assert pages == [newest_first[0:3], newest_first[3:6], newest_first[6:]]
+    assert [c.id for c in await store.list_user_channels(user, before=made[0])] == []
+    assert await store.list_user_channels(user, before=0) == []
+
+
 async def test_add_and_remove_member(store: Any, ids: SnowflakeGenerator) -> None:
     ch = make_channel(ids)
     await store.create_channel(ch, ["alice"])

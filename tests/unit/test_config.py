@@ -58,3 +58,11 @@ def test_public_key_algorithms_need_a_key() -> None:
 def test_short_secret_refused() -> None:
     with pytest.raises(ConfigError):
         from_env({"CHAT_JWT_SECRET": "short"})
+
+
+def test_the_add_burst_fits_a_full_group() -> None:
+    """A burst of adds below the group size would make full groups impossible to create."""
+    with pytest.raises(ConfigError) as error:
+        from_env({"CHAT_JWT_SECRET": "k" * 40, "CHAT_GROUP_MAX_MEMBERS": "500"})
+    assert error.value.problems == ["CHAT_ADD_OTHERS_BURST=200: at least CHAT_GROUP_MAX_MEMBERS - 1 (499), or no full group can be created"]
+    assert from_env({"CHAT_JWT_SECRET": "k" * 40, "CHAT_GROUP_MAX_MEMBERS": "500", "CHAT_ADD_OTHERS_BURST": "499"}).add_others_burst == 499

@@ -28,6 +28,9 @@ def test_http_query_numbers(node: Node, value: str) -> None:
     for name in ("limit", "before", "after"):
         r = node.call("GET", f"/v1/channels/{group}/messages", "alice", params={name: value})
         assert (r.status_code, code_of(r)) == (400, "bad_request"), (name, r.text)
+    for name in ("limit", "cursor"):
+        r = node.call("GET", "/v1/channels", "alice", params={name: value})
+        assert (r.status_code, code_of(r)) == (400, "bad_request"), (name, r.text)
 
 
 @pytest.mark.parametrize("value", ODD)
@@ -61,9 +64,9 @@ def test_websocket_json_numbers_beyond_64_bits(node: Node) -> None:
     group = node.channel("alice")
     alice = connect(node, "alice")
     huge = "9" * 5000
-    alice.session.send_text('{"op": "history", "id": "h", "channel": "%s", "limit": %s}' % (group, huge))
+    alice.session.send_text(f'{{"op": "history", "id": "h", "channel": "{group}", "limit": {huge}}}')
     assert alice.expect("error")["code"] == "bad_request"
-    alice.session.send_text('{"op": "history", "id": %s, "channel": "%s"}' % (huge, group))
+    alice.session.send_text(f'{{"op": "history", "id": {huge}, "channel": "{group}"}}')
     assert alice.expect("error")["code"] == "bad_request"
     alice.session.send_text(orjson.dumps({"op": "history", "id": "h", "channel": group, "limit": 1e308}).decode())
     assert alice.expect("error")["code"] == "bad_request"
