@@ -48,7 +48,7 @@ class ChannelService:
         minter: IdMinter,
         access: Access,
         group_max_members: int,
-        adds: AddGuard,
+        adds: AddGuard | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
@@ -56,7 +56,8 @@ class ChannelService:
         self._minter = minter
         self._access = access
         self._group_max = group_max_members
-        # Limits on adding other users (to groups, rooms and DMs): nobody's list gets buried.
+        # Limits on adding other users (to groups, rooms and DMs), so nobody's list gets buried;
+        # None: unlimited (tools and tests that build the service alone).
         self._adds = adds
         self._clock = clock
 
@@ -78,7 +79,7 @@ class ChannelService:
         channel_id = await self._minter.mint()
         channel = Channel(channel_id, ChannelKind(command.kind), command.name, principal.user, timestamp_ms(channel_id))
         await self._store.create_channel(channel, members)
-        self._adds.spend(principal.user, others, self._clock())
+        self._spend_adds(principal, others)
         await self._announce_joined(channel, others)
         return ChannelView(channel, sorted(members), len(members))
 
@@ -92,7 +93,7 @@ class ChannelService:
         proposed = Channel(channel_id, ChannelKind.DM, f"{low}, {high}", principal.user, timestamp_ms(channel_id), dm_key=f"{low}\n{high}")
         channel, created = await self._store.get_or_create_dm(proposed, (low, high))
         if created:
-            self._adds.spend(principal.user, [command.user], self._clock())
+            self._spend_adds(principal, [command.user])
             await self._announce_joined(channel, [command.user])
         return ChannelView(channel, [low, high], 2), created
 
@@ -126,7 +127,7 @@ class ChannelService:
         if result is AddResult.NO_CHANNEL:
             raise NotFound(f"no channel {command.channel}")
         if result is AddResult.ADDED and others:
-            self._adds.spend(principal.user, others, self._clock())
+            self._spend_adds(principal, others)
             await self._announce_joined(channel, others)
         return target, result
 
@@ -151,7 +152,7 @@ class ChannelService:
 
     def _admit_adds(self, principal: Principal, others: list[str]) -> None:
         """Refuse adding ``others`` past the caller's rate or past one of their daily budgets."""
-        if not others:
+        if not others or self._adds is None:
             return
         if len(others) > self._adds.max_at_once:
             raise BadRequest(f"at most {self._adds.max_at_once} other users can be added in one request")
@@ -162,6 +163,10 @@ class ChannelService:
         if user is None:
             raise RateLimited("you are adding other users to channels too fast", retry_after_ms=retry_after_ms)
         raise RateLimited(f"{user} was added to too many channels by others lately", retry_after_ms=retry_after_ms, user=user)
+
+    def _spend_adds(self, principal: Principal, others: list[str]) -> None:
+        if self._adds is not None:
+            self._adds.spend(principal.user, others, self._clock())
 
     async def _announce_joined(self, channel: Channel, users: list[str]) -> None:
         """Tell users added by someone else, on every node, so their clients list the channel at once."""
