@@ -81,6 +81,7 @@ class Settings:
     oversize_strikes: int = 3  # CHAT_OVERSIZE_STRIKES: too_large frames before close 1009
 
     # Timeouts
+    handshake_timeout_s: float = 10.0  # CHAT_HANDSHAKE_TIMEOUT_S: connect → complete request headers (HTTP or WebSocket upgrade)
     heartbeat_interval_ms: int = 5000  # CHAT_HEARTBEAT_INTERVAL_MS: told to clients in `hello`
     ping_interval_s: float = 20.0  # CHAT_PING_INTERVAL_S: server WebSocket pings
     ping_timeout_s: float = 20.0  # CHAT_PING_TIMEOUT_S: no pong within this → close
@@ -253,6 +254,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         rate_burst=get_int("CHAT_RATE_BURST", d.rate_burst, 1, 1_000_000),
         flood_strikes=get_int("CHAT_FLOOD_STRIKES", d.flood_strikes, 1, 1_000_000),
         oversize_strikes=get_int("CHAT_OVERSIZE_STRIKES", d.oversize_strikes, 1, 1000),
+        handshake_timeout_s=get_float("CHAT_HANDSHAKE_TIMEOUT_S", d.handshake_timeout_s, 0.1, 600),
         heartbeat_interval_ms=get_int("CHAT_HEARTBEAT_INTERVAL_MS", d.heartbeat_interval_ms, 100, 3_600_000),
         ping_interval_s=get_float("CHAT_PING_INTERVAL_S", d.ping_interval_s, 0.05, 3600),
         ping_timeout_s=get_float("CHAT_PING_TIMEOUT_S", d.ping_timeout_s, 0.05, 3600),

@@ -5,10 +5,13 @@ carrying one of the protocol's codes::
 
     ChatError                      code            HTTP
     ├── BadRequest                 bad_request     400
+    │   └── RequestTimeout                         408  (the request head did not arrive in time)
     ├── Unauthorized               unauthorized    401
     ├── Forbidden                  forbidden       403
     ├── NotFound                   not_found       404
     ├── TooLarge                   too_large       413
+    │   ├── UriTooLong                             414  (request line over the cap)
+    │   └── HeadersTooLarge                        431  (a header line, the header count or the head over the cap)
     ├── RateLimited                rate_limited    429  (per connection / per user)
     ├── Throttled                  throttled       429  (per room: hot-room protection)
     ├── Unavailable                unavailable     503  (a backend failed, timed out or is shielded)
@@ -17,6 +20,9 @@ carrying one of the protocol's codes::
 
 Adapters translate their driver's exceptions into :class:`Unavailable` at the port
 boundary, so the core and the endpoints never see a driver exception.
+
+A node that cannot start raises :class:`StartupError` with an :class:`ExitCode`: the process
+prints one line and exits with that code (``chat serve``'s exit codes are listed there).
 
 WebSocket close codes (:class:`CloseCode`) are split by range so a client decides by the
 code alone: *reconnect* codes (1001, 1011, 1012, 4000-4099) mean "come back, perhaps to
@@ -54,6 +60,11 @@ class ChatError(Exception):
         self.frame_id = frame_id
         return self
 
+    @property
+    def retry_after_s(self) -> int | None:
+        """``retry_after_ms`` as the ``Retry-After`` header's whole seconds (rounded up, at least 1)."""
+        return None if self.retry_after_ms is None else max(1, -(-self.retry_after_ms // 1000))
+
     def to_body(self) -> dict[str, Any]:
         """The protocol's error object (without the WebSocket frame envelope)."""
         body: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -66,6 +77,10 @@ class ChatError(Exception):
 class BadRequest(ChatError):
     code = "bad_request"
     status = 400
+
+
+class RequestTimeout(BadRequest):
+    status = 408
 
 
 class Unauthorized(ChatError):
@@ -86,6 +101,14 @@ class NotFound(ChatError):
 class TooLarge(ChatError):
     code = "too_large"
     status = 413
+
+
+class UriTooLong(TooLarge):
+    status = 414
+
+
+class HeadersTooLarge(TooLarge):
+    status = 431
 
 
 class RateLimited(ChatError):
@@ -139,3 +162,23 @@ def close_code_for(error: ChatError) -> CloseCode:
     if isinstance(error, Forbidden):
         return CloseCode.FORBIDDEN
     return CloseCode.POLICY
+
+
+class ExitCode(IntEnum):
+    """Exit codes of ``chat`` (docs/operations.md lists them): one per way a start can fail."""
+
+    OK = 0
+    FAILED = 1  # anything not listed below (a bug: the log has its traceback)
+    CONFIG = 2  # invalid configuration, or a command used wrongly
+    PORT_IN_USE = 3  # cannot listen on CHAT_HOST:CHAT_PORT
+    DATA_DIR = 4  # the data dir is in use by another node, or its database cannot be opened
+    REDIS = 5  # Redis (CHAT_REDIS_URL) cannot be reached
+    CASSANDRA = 6  # Cassandra (CHAT_CASSANDRA_HOSTS) cannot be reached or used
+
+
+class StartupError(Exception):
+    """The node cannot start: ``str(error)`` is the one line to print, ``exit_code`` the exit status."""
+
+    def __init__(self, exit_code: ExitCode, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -26,8 +26,8 @@ class JSONResponse(Response):
 def error_response(error: ChatError) -> Response:
     """The protocol's error body with the error's status (and ``Retry-After`` for 429/503)."""
     headers = {}
-    if error.retry_after_ms is not None:
-        headers["Retry-After"] = str(max(1, -(-error.retry_after_ms // 1000)))
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(error.retry_after_s)
     return JSONResponse({"error": error.to_body()}, status_code=error.status, headers=headers)
 
 

@@ -22,7 +22,10 @@ import uvicorn
 from starlette.applications import Starlette
 
 from chat.config import Settings
+from chat.fds import FdReserve
+from chat.listener import GuardedWebSocketProtocol, http_protocol
 from chat.node import Node
+from chat.startup import bind_listener
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +53,25 @@ def install_log_redaction() -> None:
 
 
 class ChatServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, node: Node) -> None:
+    def __init__(self, config: uvicorn.Config, node: Node, *, reserve: FdReserve | None = None) -> None:
         super().__init__(config)
         self.node = node
+        self._reserve = reserve
         self._drain_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        if self._reserve is not None:
+            self._reserve.install(self._loop)
         await super().serve(sockets)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:  # uvicorn says where it listens only for sockets it bound itself
+            for sock in sockets or ():
+                host, port = sock.getsockname()[:2]
+                log.info("listening on http://%s:%d", f"[{host}]" if ":" in host else host, port)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -99,13 +112,13 @@ def uvicorn_config(app: Starlette, settings: Settings, *, log_level: str = "info
         app,
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        ws=GuardedWebSocketProtocol,
         # Off: deflate costs tens of KiB per socket and would force one encode per recipient.
         ws_per_message_deflate=False,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ping_interval_s,
         ws_ping_timeout=settings.ping_timeout_s,
-        http="httptools",
+        http=http_protocol(handshake_timeout_s=settings.handshake_timeout_s),
         lifespan="on",
         log_level=log_level,
         access_log=False,
@@ -116,8 +129,13 @@ def uvicorn_config(app: Starlette, settings: Settings, *, log_level: str = "info
 
 def run(app: Starlette, settings: Settings, *, log_level: str = "info") -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain)."""
+    listener = bind_listener(settings.host, settings.port)
     config = uvicorn_config(app, settings, log_level=log_level)
     install_log_redaction()  # after Config: it (re)configures uvicorn's loggers
-    server = ChatServer(config, app.state.parts.node)
-    server.run()
+    reserve = FdReserve([listener])
+    server = ChatServer(config, app.state.parts.node, reserve=reserve)
+    try:
+        server.run(sockets=[listener])
+    finally:
+        reserve.close()
     return 0 if server.started else 1

@@ -18,7 +18,7 @@ from chat.auth import issue_token
 from chat.config import from_env
 
 TEST_SECRET = "test-secret-" + "x" * 40
-READY_LINE = "Uvicorn running on"  # logged once the port is bound (startup-complete comes earlier)
+READY_LINE = "listening on http://"  # logged once the node accepts connections (startup-complete comes earlier)
 
 
 def free_port() -> int:
@@ -30,9 +30,10 @@ def free_port() -> int:
 class ServerProcess:
     """``python -m chat serve`` on a free port; its output is captured and searchable."""
 
-    def __init__(self, data_dir: Path, *, env: Mapping[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, *, env: Mapping[str, str] | None = None, port: int | None = None, max_fds: int | None = None) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.max_fds = max_fds  # RLIMIT_NOFILE of the process (None: inherited)
         self.env = {
             **os.environ,
             "CHAT_HOST": "127.0.0.1",
@@ -64,8 +65,10 @@ class ServerProcess:
 
     def start(self, timeout_s: float = 30.0) -> ServerProcess:
         self.lines = []
+        # prlimit (util-linux) rather than a preexec_fn: forking a threaded process runs no Python after it.
+        limit = [] if self.max_fds is None else ["prlimit", f"--nofile={self.max_fds}:{self.max_fds}", "--"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chat", "serve"],
+            [*limit, sys.executable, "-m", "chat", "serve"],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -76,6 +79,11 @@ class ServerProcess:
             self.kill()
             raise RuntimeError("server did not start:\n" + "\n".join(self.lines[-40:]))
         return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def _pump(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
