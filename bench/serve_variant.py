@@ -19,9 +19,10 @@ import logging
 import sys
 
 from bench.experiments import PATCHES
+from chat import logfilters
 from chat.app import create_app
 from chat.config import from_env
-from chat.server import ChatServer, install_log_redaction, uvicorn_config
+from chat.server import ChatServer, uvicorn_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     config.loop = args.loop
     for name in args.patch:
         PATCHES[name](config)
-    install_log_redaction()
+    logfilters.install()
     logging.getLogger(__name__).info("variant: deflate=%s loop=%s patches=%s", args.deflate, args.loop, args.patch)
-    server = ChatServer(config, app.state.runtime)
+    server = ChatServer(config, app.state.parts.node)
     server.run()
     return 0 if server.started else 1
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -24,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from chat import api, auth
 from chat.access import Access
 from chat.api import ApiSettings, HttpApi
+from chat.browser import BrowserGuard, Origins
 from chat.channels import ChannelService
 from chat.config import Settings
 from chat.errors import ChatError
@@ -170,6 +172,7 @@ def create_app(
             *http_api.routes(),
             Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
         ],
+        middleware=[Middleware(BrowserGuard, origins=Origins(settings.allowed_origins))],
         exception_handlers={
             ChatError: api.chat_error_handler,
             HTTPException: api.http_error_handler,

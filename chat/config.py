@@ -25,6 +25,7 @@ _NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # '٥' (Arabic-Indic 5) or '1_000', and ``float()`` 'nan' or 'inf' (which no range check refuses).
 _INT_TEXT = re.compile(r"[0-9]{1,12}")
 _DECIMAL_TEXT = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 
 
 class ConfigError(Exception):
@@ -45,6 +46,7 @@ class Settings:
     worker_id: int = 0  # CHAT_WORKER_ID: Snowflake worker (0..1023); leased from ZooKeeper in a cluster
     data_dir: Path = Path(".chat-data")  # CHAT_DATA_DIR: SQLite file and the dev JWT secret
     environment: str = "development"  # CHAT_ENV: "production" refuses dev conveniences
+    allowed_origins: tuple[str, ...] = ()  # CHAT_ALLOWED_ORIGINS: browser origins besides this node's own (chat/browser.py)
 
     # Authentication
     jwt_secret: str = field(default="", repr=False)  # CHAT_JWT_SECRET (HS*)
@@ -209,6 +211,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     keyspace = env.get("CHAT_CASSANDRA_KEYSPACE", "").strip() or d.cassandra_keyspace
     if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,47}$", keyspace):
         problems.append(f"CHAT_CASSANDRA_KEYSPACE={keyspace!r}: letters, digits and _ (≤ 48, starting with a letter)")
+    allowed_origins = _split(env.get("CHAT_ALLOWED_ORIGINS", ""))
+    for origin in allowed_origins:
+        if not _ORIGIN.fullmatch(origin):
+            problems.append(f"CHAT_ALLOWED_ORIGINS: {origin[:80]!r} is not an origin like https://chat.example.com or http://127.0.0.1:8000")
     zookeeper_hosts = env.get("CHAT_ZOOKEEPER_HOSTS", "").strip()
     if zookeeper_hosts:
         problems.append("CHAT_ZOOKEEPER_HOSTS: ZooKeeper discovery is not available yet; unset it (a node is its own cluster)")
@@ -230,6 +236,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         worker_id=get_int("CHAT_WORKER_ID", d.worker_id, 0, 1023),
         data_dir=data_dir,
         environment=environment,
+        allowed_origins=allowed_origins,
         jwt_public_key=public_key,
         jwt_algorithms=algorithms,
         jwt_audience=env.get("CHAT_JWT_AUDIENCE", "").strip() or d.jwt_audience,

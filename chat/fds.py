@@ -45,7 +45,7 @@ class FdReserve:
         self._listeners = {sock.fileno(): sock for sock in listeners}
         self._spare = self._take_spare()
         self._answer = raw_response(Unavailable("this node is out of connections; try again shortly", retry_after_ms=1000))
-        self._log = OncePerInterval(log, level=logging.WARNING, interval_s=log_interval_s)
+        self._log_gate = OncePerInterval(interval_s=log_interval_s)
         self.shed = 0  # connections answered 503 and closed so far
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -71,7 +71,9 @@ class FdReserve:
         if listener is None:
             return False
         shed = self._shed_one(listener)
-        self._log(
+        self._log_gate.log(
+            log,
+            logging.WARNING,
             "out of file descriptors (limit %d): accepting paused for 1 s; %s",
             resource.getrlimit(resource.RLIMIT_NOFILE)[0],
             "answered a waiting connection 503" if shed else "no waiting connection to answer",

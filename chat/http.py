@@ -5,13 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
+from starlette.websockets import WebSocket
 
 from chat.auth import TokenVerifier
-from chat.errors import BadRequest, ChatError, RateLimited, TooLarge
+from chat.errors import BadRequest, ChatError, RateLimited, TooLarge, close_code_for
 from chat.models import Principal
 from chat.ratelimit import KeyedLimiter
 
@@ -31,7 +33,16 @@ def error_response(error: ChatError) -> Response:
     return JSONResponse({"error": error.to_body()}, status_code=error.status, headers=headers)
 
 
-def bearer_token(headers: Mapping[str, str], query: Mapping[str, str] | None = None) -> str | None:
+async def deny_websocket(websocket: WebSocket, error: ChatError) -> None:
+    """Refuse a WebSocket handshake with ``error``: an HTTP status and the protocol's body where the
+    server supports the ASGI denial-response extension, else a close with the matching code."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(error))
+    else:
+        await websocket.close(close_code_for(error), error.message)
+
+
+def bearer_token(headers: Mapping[str, str], raw_query: bytes | None = None) -> str | None:
     """The token from ``Authorization: Bearer …`` or, for browsers' WebSockets, ``?token=…``."""
     auth = headers.get("authorization")
     if auth:
@@ -39,8 +50,20 @@ def bearer_token(headers: Mapping[str, str], query: Mapping[str, str] | None = N
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
         return None
-    if query is not None:
-        return query.get("token") or None
+    return None if raw_query is None else query_token(raw_query)
+
+
+def query_token(raw_query: bytes) -> str | None:
+    """The value of the query parameter named exactly ``token`` in the raw query string.
+
+    Only that spelling: ``%74oken=`` decodes to the same name (Starlette's ``query_params``
+    would return it), but log lines hold the raw URL, so a token under another spelling would be
+    accepted and logged in clear. (chat/logfilters.py redacts every spelling all the same.)
+    """
+    for part in raw_query.split(b"&"):
+        name, _, value = part.partition(b"=")
+        if name == b"token":
+            return unquote(value.decode("latin-1")) or None
     return None
 
 
@@ -53,7 +76,7 @@ class Authenticator:
 
     def websocket(self, connection: HTTPConnection) -> Principal:
         """The caller of a WebSocket handshake (header, or ``?token=`` for browsers)."""
-        return self._verifier.verify(bearer_token(connection.headers, connection.query_params))
+        return self._verifier.verify(bearer_token(connection.headers, connection.scope.get("query_string", b"")))
 
     def request(self, request: Request) -> Principal:
         """The caller of an HTTP request; refuses with ``rate_limited`` past the user's budget."""

@@ -88,7 +88,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     #: Seconds from connect (or the first byte of a later request) to the end of its headers.
     handshake_timeout_s: ClassVar[float] = 10.0
     #: Timeouts and refusals are logged once per interval (outsiders trigger them at will).
-    refusal_log: ClassVar[OncePerInterval] = OncePerInterval(log, level=logging.INFO)
+    refusal_log: ClassVar[OncePerInterval] = OncePerInterval()
 
     def __init__(self, config: Config, server_state: ServerState, app_state: dict[str, Any], _loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__(config, server_state, app_state, _loop)
@@ -162,7 +162,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _refuse(self, error: ChatError) -> None:
         self._refused = True
         self._disarm()
-        self.refusal_log("refused a request head (%s)", error.message)
+        self.refusal_log.log(log, logging.INFO, "refused a request head (%s)", error.message)
         if self.transport.is_closing():
             return
         self.transport.write(raw_response(error))
@@ -193,7 +193,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._refuse(RequestTimeout(f"the request head did not arrive within {self.handshake_timeout_s:g} s"))
         else:  # silent since connect (or since the last response): nothing to answer
             self._refused = True
-            self.refusal_log("closed a connection silent for %g s", self.handshake_timeout_s)
+            self.refusal_log.log(log, logging.INFO, "closed a connection silent for %g s", self.handshake_timeout_s)
             self.transport.close()
 
 
@@ -216,5 +216,5 @@ def http_protocol(*, handshake_timeout_s: float) -> type[GuardedHttpProtocol]:
         pass
 
     Configured.handshake_timeout_s = handshake_timeout_s
-    Configured.refusal_log = OncePerInterval(log, level=logging.INFO)
+    Configured.refusal_log = OncePerInterval()
     return Configured

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import signal
 import socket
 import threading
@@ -21,6 +20,7 @@ from types import FrameType
 import uvicorn
 from starlette.applications import Starlette
 
+from chat import logfilters
 from chat.config import Settings
 from chat.fds import FdReserve
 from chat.listener import GuardedWebSocketProtocol, http_protocol
@@ -28,28 +28,6 @@ from chat.node import Node
 from chat.startup import bind_listener
 
 log = logging.getLogger(__name__)
-
-
-_TOKEN_IN_URL = re.compile(r"(token=)[^&\s\"]+")
-
-
-class RedactingFilter(logging.Filter):
-    """Keeps tokens out of uvicorn's log lines (browsers pass them as ``?token=``), and drops
-    a false error uvicorn's sans-I/O WebSocket logs after an HTTP denial response."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == "ASGI callable returned without completing handshake.":
-            return False
-        if record.args:
-            record.args = tuple(_TOKEN_IN_URL.sub(r"\1<redacted>", a) if isinstance(a, str) else a for a in record.args)
-        elif isinstance(record.msg, str):
-            record.msg = _TOKEN_IN_URL.sub(r"\1<redacted>", record.msg)
-        return True
-
-
-def install_log_redaction() -> None:
-    for name in ("uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).addFilter(RedactingFilter())
 
 
 class ChatServer(uvicorn.Server):
@@ -131,7 +109,7 @@ def run(app: Starlette, settings: Settings, *, log_level: str = "info") -> int:
     """Serve until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain)."""
     listener = bind_listener(settings.host, settings.port)
     config = uvicorn_config(app, settings, log_level=log_level)
-    install_log_redaction()  # after Config: it (re)configures uvicorn's loggers
+    logfilters.install()  # after Config: it (re)configures uvicorn's loggers
     reserve = FdReserve([listener])
     server = ChatServer(config, app.state.parts.node, reserve=reserve)
     try:

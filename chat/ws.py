@@ -6,9 +6,9 @@ import logging
 
 from starlette.websockets import WebSocket
 
-from chat.errors import ChatError, Unavailable, close_code_for
+from chat.errors import ChatError, Unavailable
 from chat.handlers import Gateway
-from chat.http import Authenticator, error_response
+from chat.http import Authenticator, deny_websocket
 from chat.node import Node
 from chat.session import Session, SessionLimits
 
@@ -53,10 +53,10 @@ class WebSocketEndpoint:
         try:
             principal = self._auth.websocket(websocket)
         except ChatError as error:
-            await _deny(websocket, error)
+            await deny_websocket(websocket, error)
             return
         if self._node.draining:
-            await _deny(websocket, Unavailable("this node is draining; ask /v1/connect for another", retry_after_ms=1000))
+            await deny_websocket(websocket, Unavailable("this node is draining; ask /v1/connect for another", retry_after_ms=1000))
             return
         await websocket.accept()
         session = Session(StarletteTransport(websocket), principal, limits=self._limits, handler=self._gateway.handle)
@@ -69,11 +69,3 @@ class WebSocketEndpoint:
         finally:
             self._node.sessions.discard(session)
             await self._gateway.close(session)
-
-
-async def _deny(websocket: WebSocket, error: ChatError) -> None:
-    # The ASGI denial-response extension lets the handshake fail with a real HTTP status.
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(error_response(error))
-    else:
-        await websocket.close(close_code_for(error), error.message)

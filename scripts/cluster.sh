@@ -26,9 +26,17 @@ secret() {
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+origins() {
+  # The web client of one node may be sent to another by a `reconnect` frame: every node's
+  # page is an allowed origin on every node.
+  local port list=""
+  for port in $PORTS; do list="$list,http://127.0.0.1:$port,http://localhost:$port"; done
+  echo "${list#,}"
+}
+
 node_env() {
   local port=$1 index=$2
-  echo CHAT_PORT="$port" CHAT_NODE_ID="node-$port" CHAT_WORKER_ID="$index" \
+  echo CHAT_PORT="$port" CHAT_NODE_ID="node-$port" CHAT_WORKER_ID="$index" CHAT_ALLOWED_ORIGINS="$(origins)" \
     CHAT_DATA_DIR="$CLUSTER_DIR/node-$port" CHAT_JWT_SECRET="$(secret)" \
     CHAT_CASSANDRA_HOSTS="127.0.0.1:${CASSANDRA_PORT:-9042}" CHAT_CASSANDRA_KEYSPACE=chat_dev \
     CHAT_CASSANDRA_CONSISTENCY=ONE CHAT_CASSANDRA_MIGRATE=1 \

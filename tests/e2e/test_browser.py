@@ -73,6 +73,8 @@ class Person:
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        # What the Content-Security-Policy (chat/browser.py) blocks is reported on the console.
+        self.page.on("console", lambda m: self.errors.append(m.text) if "Content Security Policy" in m.text else None)
         self.page.goto(base_url + "/")
 
     def sign_in(self) -> None:
