@@ -7,16 +7,20 @@ import logging
 import sys
 
 from chat.config import ConfigError, Settings, from_env
+from chat.errors import ExitCode, StartupError
 
 
-def _settings() -> Settings:
+def _settings(*, create_dev_secret: bool = True) -> Settings:
     try:
-        return from_env()
+        settings = from_env(create_dev_secret=create_dev_secret)
     except ConfigError as error:
         print("chat: invalid configuration:", file=sys.stderr)
         for problem in error.problems:
             print(f"  {problem}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(ExitCode.CONFIG) from None
+    for warning in settings.warnings:
+        print(f"chat: warning: {warning}", file=sys.stderr)
+    return settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -26,19 +30,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
-    return run(app, settings, log_level=args.log_level)
+    try:
+        return run(app, settings, log_level=args.log_level)
+    except StartupError as error:
+        print(f"chat: {error}", file=sys.stderr)
+        return error.exit_code
 
 
 def cmd_token(args: argparse.Namespace) -> int:
     from chat.auth import issue_token
+    from chat.config import dev_secret_path
 
-    settings = _settings()
+    # A token is only useful signed with the server's secret: never make up a new one here.
+    settings = _settings(create_dev_secret=False)
+    if not settings.jwt_secret and not settings.jwt_public_key:
+        print(
+            f"chat token: no secret to sign with: CHAT_JWT_SECRET is not set and {dev_secret_path(settings.data_dir).resolve()} "
+            "does not exist. Set CHAT_DATA_DIR to the data dir of the node you want a token for (the node creates "
+            "jwt-secret there when it first starts), or CHAT_JWT_SECRET to its secret.",
+            file=sys.stderr,
+        )
+        return ExitCode.CONFIG
     try:
         print(issue_token(settings, args.user, roles=tuple(args.role or ()), ttl_s=args.ttl))
     except ValueError as error:
         print(f"chat token: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return ExitCode.CONFIG
+    return ExitCode.OK
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

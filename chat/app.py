@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -22,13 +23,13 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from chat import api, auth
+from chat import api, auth, startup
 from chat.access import Access
 from chat.api import ApiSettings, HttpApi
 from chat.browser import BrowserGuard, Origins
 from chat.channels import ChannelService
 from chat.config import Settings
-from chat.errors import ChatError
+from chat.errors import ChatError, ExitCode
 from chat.handlers import Gateway, GatewaySettings
 from chat.http import Authenticator
 from chat.hub import Hub
@@ -151,9 +152,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            await store.open()
+            async with startup.step(*store_failure(settings)):
+                await store.open()
             stack.push_async_callback(store.close)
-            await hub.start()
+            async with startup.step(*relay_failure(settings)):
+                await hub.start()
             stack.push_async_callback(relay.close)
             stack.push_async_callback(messages.close)  # its gap announcer, before the relay closes
             await registry.start(node.me())
@@ -182,6 +185,22 @@ def create_app(
     )
     app.state.parts = Parts(node=node, hub=hub, messages=messages, channels=channels, gateway=gateway)
     return app
+
+
+def store_failure(settings: Settings) -> tuple[ExitCode, str]:
+    """How a store that cannot be opened at start is reported (exit code, what failed)."""
+    if settings.cassandra_hosts:
+        return ExitCode.CASSANDRA, f"cannot use Cassandra at {','.join(settings.cassandra_hosts)} (CHAT_CASSANDRA_HOSTS)"
+    return ExitCode.DATA_DIR, f"cannot open the database in {settings.data_dir.resolve()} (CHAT_DATA_DIR)"
+
+
+def relay_failure(settings: Settings) -> tuple[ExitCode, str]:
+    """How a relay that cannot start is reported (the URL without its password)."""
+    if not settings.redis_url:
+        return ExitCode.FAILED, "cannot start the in-process relay"
+    parts = urlsplit(settings.redis_url)
+    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return ExitCode.REDIS, f"cannot reach Redis at {shown} (CHAT_REDIS_URL)"
 
 
 def session_limits(settings: Settings) -> SessionLimits:

@@ -8,11 +8,12 @@ reach a log line. The presence of a backend's variable selects its real adapter
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,6 +26,8 @@ _NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # '٥' (Arabic-Indic 5) or '1_000', and ``float()`` 'nan' or 'inf' (which no range check refuses).
 _INT_TEXT = re.compile(r"[0-9]{1,12}")
 _DECIMAL_TEXT = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+# CHAT_* variables of the project's scripts and tests (scripts/services.sh, tests/): not settings.
+_NOT_SETTINGS = ("CHAT_TEST_", "CHAT_SERVICES_DIR", "CHAT_SCREENSHOT")
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
 
 
@@ -55,6 +58,7 @@ class Settings:
     jwt_audience: str = "chat"  # CHAT_JWT_AUDIENCE
     jwt_leeway_s: int = 30  # CHAT_JWT_LEEWAY_S: clock skew tolerated on exp/nbf (≤ 60)
     dev_secret_generated: bool = False  # True when the secret came from the data dir (dev login allowed)
+    warnings: tuple[str, ...] = field(default=(), compare=False)  # one line per CHAT_* variable that is no setting
 
     # Backends (empty = embedded adapter)
     cassandra_hosts: tuple[str, ...] = ()  # CHAT_CASSANDRA_HOSTS: host[:port],…
@@ -130,14 +134,31 @@ def _valid_port(host: str) -> bool:
     return port is not None and _INT_TEXT.fullmatch(port) is not None and 1 <= int(port) <= 65535
 
 
-def from_env(env: Mapping[str, str] | None = None) -> Settings:
-    """Parse and validate settings; raises :class:`ConfigError` listing every problem."""
-    env = os.environ if env is None else env
+def from_env(env: Mapping[str, str] | None = None, *, create_dev_secret: bool = True) -> Settings:
+    """Parse and validate settings; raises :class:`ConfigError` listing every problem.
+
+    Every ``CHAT_*`` variable is read here, unconditionally: the names read are the list of
+    known settings (:func:`known_settings`), and any other ``CHAT_*`` name set is reported in
+    ``Settings.warnings`` (with the closest known name). Without ``CHAT_JWT_SECRET``, the
+    development secret is read from the data dir, and created there only with ``create_dev_secret``.
+    """
+    return _parse(_ReadsRecorded(os.environ if env is None else env), create_dev_secret=create_dev_secret)
+
+
+def known_settings() -> frozenset[str]:
+    """The name of every ``CHAT_*`` setting: those :func:`from_env` reads."""
+    read = _ReadsRecorded({})
+    _parse(read, create_dev_secret=False, data_dir_probe=False)
+    return frozenset(read.names)
+
+
+def _parse(read: _ReadsRecorded, *, create_dev_secret: bool, data_dir_probe: bool = True) -> Settings:
+    given = read.env
     problems: list[str] = []
     d = Settings()
 
     def get_int(name: str, default: int, lo: int, hi: int) -> int:
-        raw = env.get(name, "").strip()
+        raw = read.get(name, "").strip()
         if not raw:
             return default
         if not _INT_TEXT.fullmatch(raw):
@@ -150,7 +171,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         return value
 
     def get_float(name: str, default: float, lo: float, hi: float) -> float:
-        raw = env.get(name, "").strip()
+        raw = read.get(name, "").strip()
         if not raw:
             return default
         if not _DECIMAL_TEXT.fullmatch(raw):
@@ -162,28 +183,28 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             return default
         return value
 
-    host = env.get("CHAT_HOST", d.host).strip() or d.host
+    host = read.get("CHAT_HOST", d.host).strip() or d.host
     port = get_int("CHAT_PORT", d.port, 0, 65535)
-    public_url = env.get("CHAT_PUBLIC_URL", "").strip()
+    public_url = read.get("CHAT_PUBLIC_URL", "").strip()
     if public_url and not re.match(r"^(ws|wss|http|https)://", public_url):
         problems.append(f"CHAT_PUBLIC_URL={public_url!r}: must start with ws://, wss://, http:// or https://")
     if not public_url:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         public_url = f"ws://{shown}:{port}"
     public_url = re.sub(r"^http", "ws", public_url)
-    node_id = env.get("CHAT_NODE_ID", "").strip() or f"{socket.gethostname()}-{port}"
+    node_id = read.get("CHAT_NODE_ID", "").strip() or f"{socket.gethostname()}-{port}"
     if not _NODE_ID_RE.match(node_id):
         problems.append(f"CHAT_NODE_ID={node_id!r}: 1-64 characters of [A-Za-z0-9_.-]")
-    environment = env.get("CHAT_ENV", d.environment).strip().lower() or d.environment
+    environment = read.get("CHAT_ENV", d.environment).strip().lower() or d.environment
     if environment not in ("development", "production"):
         problems.append(f"CHAT_ENV={environment!r}: must be 'development' or 'production'")
 
-    algorithms = _split(env.get("CHAT_JWT_ALGORITHMS", "")) or d.jwt_algorithms
+    algorithms = _split(read.get("CHAT_JWT_ALGORITHMS", "")) or d.jwt_algorithms
     for alg in algorithms:
         if alg not in ALLOWED_JWT_ALGORITHMS:
             problems.append(f"CHAT_JWT_ALGORITHMS: {alg!r} is not supported (choose from {', '.join(sorted(ALLOWED_JWT_ALGORITHMS))})")
-    secret = env.get("CHAT_JWT_SECRET", "")
-    public_key = env.get("CHAT_JWT_PUBLIC_KEY", "").strip()
+    secret = read.get("CHAT_JWT_SECRET", "")
+    public_key = read.get("CHAT_JWT_PUBLIC_KEY", "").strip()
     if public_key.startswith("@"):
         try:
             public_key = Path(public_key[1:]).read_text()
@@ -200,30 +221,30 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if asymmetric and not public_key:
         problems.append(f"CHAT_JWT_PUBLIC_KEY is required for {', '.join(asymmetric)}")
 
-    data_dir = Path(env.get("CHAT_DATA_DIR", "").strip() or d.data_dir)
+    data_dir = Path(read.get("CHAT_DATA_DIR", "").strip() or d.data_dir)
     dev_generated = False
     if symmetric and not secret and environment == "production":
         problems.append("CHAT_JWT_SECRET is required when CHAT_ENV=production (no generated development secret)")
 
-    consistency = (env.get("CHAT_CASSANDRA_CONSISTENCY", "").strip() or d.cassandra_consistency).upper()
+    consistency = (read.get("CHAT_CASSANDRA_CONSISTENCY", "").strip() or d.cassandra_consistency).upper()
     if consistency not in _CONSISTENCY_LEVELS:
         problems.append(f"CHAT_CASSANDRA_CONSISTENCY={consistency!r}: one of {', '.join(sorted(_CONSISTENCY_LEVELS))}")
-    keyspace = env.get("CHAT_CASSANDRA_KEYSPACE", "").strip() or d.cassandra_keyspace
+    keyspace = read.get("CHAT_CASSANDRA_KEYSPACE", "").strip() or d.cassandra_keyspace
     if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,47}$", keyspace):
         problems.append(f"CHAT_CASSANDRA_KEYSPACE={keyspace!r}: letters, digits and _ (≤ 48, starting with a letter)")
-    allowed_origins = _split(env.get("CHAT_ALLOWED_ORIGINS", ""))
+    allowed_origins = _split(read.get("CHAT_ALLOWED_ORIGINS", ""))
     for origin in allowed_origins:
         if not _ORIGIN.fullmatch(origin):
             problems.append(f"CHAT_ALLOWED_ORIGINS: {origin[:80]!r} is not an origin like https://chat.example.com or http://127.0.0.1:8000")
-    zookeeper_hosts = env.get("CHAT_ZOOKEEPER_HOSTS", "").strip()
+    zookeeper_hosts = read.get("CHAT_ZOOKEEPER_HOSTS", "").strip()
     if zookeeper_hosts:
         problems.append("CHAT_ZOOKEEPER_HOSTS: ZooKeeper discovery is not available yet; unset it (a node is its own cluster)")
-    redis_url = env.get("CHAT_REDIS_URL", "").strip()
+    redis_url = read.get("CHAT_REDIS_URL", "").strip()
     if redis_url and not re.match(r"^(redis|rediss|unix)://", redis_url):
         problems.append("CHAT_REDIS_URL: must start with redis://, rediss:// or unix://")
     elif redis_url and not _valid_port(urlsplit(redis_url).netloc.rpartition("@")[2]):
         problems.append("CHAT_REDIS_URL: the port must be a number from 1 to 65535")  # the URL may hold a password: not echoed
-    cassandra_hosts = _split(env.get("CHAT_CASSANDRA_HOSTS", ""))
+    cassandra_hosts = _split(read.get("CHAT_CASSANDRA_HOSTS", ""))
     for entry in cassandra_hosts:
         if not _valid_port(entry):
             problems.append(f"CHAT_CASSANDRA_HOSTS: {entry[:80]!r}: host[:port] with a port from 1 to 65535")
@@ -239,13 +260,13 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         allowed_origins=allowed_origins,
         jwt_public_key=public_key,
         jwt_algorithms=algorithms,
-        jwt_audience=env.get("CHAT_JWT_AUDIENCE", "").strip() or d.jwt_audience,
+        jwt_audience=read.get("CHAT_JWT_AUDIENCE", "").strip() or d.jwt_audience,
         jwt_leeway_s=get_int("CHAT_JWT_LEEWAY_S", d.jwt_leeway_s, 0, 60),
         cassandra_hosts=cassandra_hosts,
         cassandra_keyspace=keyspace,
         cassandra_consistency=consistency,
-        cassandra_replication=env.get("CHAT_CASSANDRA_REPLICATION", "").strip() or d.cassandra_replication,
-        cassandra_migrate=env.get("CHAT_CASSANDRA_MIGRATE", "").strip().lower() in ("1", "true", "yes"),
+        cassandra_replication=read.get("CHAT_CASSANDRA_REPLICATION", "").strip() or d.cassandra_replication,
+        cassandra_migrate=read.get("CHAT_CASSANDRA_MIGRATE", "").strip().lower() in ("1", "true", "yes"),
         cassandra_timeout_s=get_float("CHAT_CASSANDRA_TIMEOUT_S", d.cassandra_timeout_s, 0.05, 60),
         redis_url=redis_url,
         zookeeper_hosts=zookeeper_hosts,
@@ -273,14 +294,44 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         problems.append(f"CHAT_ADD_OTHERS_BURST={burst}: at least CHAT_GROUP_MAX_MEMBERS - 1 ({group_max - 1}), or no full group can be created")
     if problems:
         raise ConfigError(problems)
-    if symmetric and not secret:
-        secret = load_or_create_dev_secret(data_dir)
-        dev_generated = True
-    return Settings(jwt_secret=secret, dev_secret_generated=dev_generated, **settings_kwargs)  # type: ignore[arg-type]
+    if symmetric and not secret and data_dir_probe:
+        secret = load_or_create_dev_secret(data_dir) if create_dev_secret else read_dev_secret(data_dir)
+        dev_generated = bool(secret)
+    warnings = tuple(unknown_setting(name, read.names) for name in sorted(given) if name.startswith("CHAT_") and name not in read.names)
+    return Settings(jwt_secret=secret, dev_secret_generated=dev_generated, warnings=tuple(w for w in warnings if w), **settings_kwargs)  # type: ignore[arg-type]
+
+
+class _ReadsRecorded:
+    """The environment, remembering every name looked up (the known settings)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.names: set[str] = set()
+
+    def get(self, name: str, default: str) -> str:
+        self.names.add(name)
+        return self.env.get(name, default)
+
+
+def unknown_setting(name: str, known: Iterable[str]) -> str:
+    """The warning for a ``CHAT_*`` variable no setting reads ("" for the project's own tools')."""
+    if name.startswith(_NOT_SETTINGS):
+        return ""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"{name} is not a setting of this node and is ignored{hint}"
 
 
 def dev_secret_path(data_dir: Path) -> Path:
     return data_dir / "jwt-secret"
+
+
+def read_dev_secret(data_dir: Path) -> str:
+    """The development secret in ``data_dir`` ("" if there is none); never creates one."""
+    try:
+        return dev_secret_path(data_dir).read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def load_or_create_dev_secret(data_dir: Path) -> str:

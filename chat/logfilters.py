@@ -4,10 +4,12 @@
   uvicorn logs the URL as received. Every query parameter whose name *decodes* to ``token``
   (``%74oken``, ``TOKEN`` …) is redacted, whatever the spelling; the node itself accepts only
   the exact name ``token`` (chat/http.py). It also drops a false error uvicorn's sans-I/O
-  WebSocket logs after an HTTP denial response.
+  WebSocket logs after an HTTP denial response, and uvicorn's "startup failed" line (the node
+  prints why it failed itself, on one line).
 * :class:`QuietFilter` — lines an outsider triggers at will (an invalid UTF-8 frame logs a full
   traceback per frame; every malformed request head a warning) pass at most once per interval,
   without the traceback, saying how many there were.
+* :class:`DriverTracebacks` — the Cassandra driver's records without their tracebacks.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ CLIENT_TRIGGERED = (
 )
 
 
+_FALSE_OR_REPEATED = (
+    "ASGI callable returned without completing handshake.",  # logged after an HTTP denial response
+    "Application startup failed. Exiting.",  # chat/server.py prints why, on one line
+)
+
+
 def redact(text: str) -> str:
     """``text`` with the value of every query parameter named (once decoded) ``token`` hidden."""
 
@@ -42,7 +50,7 @@ class RedactingFilter(logging.Filter):
     """Hides tokens in URLs of uvicorn's log lines (see the module docstring)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == "ASGI callable returned without completing handshake.":
+        if record.msg in _FALSE_OR_REPEATED:
             return False
         if isinstance(record.args, tuple) and record.args:
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
@@ -71,8 +79,23 @@ class QuietFilter(logging.Filter):
         return True
 
 
+class DriverTracebacks(logging.Filter):
+    """Drops the traceback of the Cassandra driver's records (it logs one for every failed
+    connection attempt, which it retries; the adapter reports the outcome on one line). The
+    message stays; with debug logging the traceback does too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("cassandra") and record.exc_info and not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def install() -> None:
-    """Put the filters on uvicorn's loggers (after ``uvicorn.Config``, which configures them)."""
+    """Put the filters on uvicorn's loggers (after ``uvicorn.Config``, which configures them) and
+    on the root logger's handlers (after ``logging.basicConfig``)."""
     for name in ("uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).addFilter(RedactingFilter())
     logging.getLogger("uvicorn.error").addFilter(QuietFilter())
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(DriverTracebacks())

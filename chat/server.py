@@ -11,21 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Generator
 from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat import logfilters
 from chat.config import Settings
+from chat.errors import ExitCode, StartupError
 from chat.fds import FdReserve
 from chat.listener import GuardedWebSocketProtocol, http_protocol
 from chat.node import Node
-from chat.startup import bind_listener
+from chat.startup import bind_listener, lock_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +89,7 @@ class ChatServer(uvicorn.Server):
         self.should_exit = True
 
 
-def uvicorn_config(app: Starlette, settings: Settings, *, log_level: str = "info") -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp, settings: Settings, *, log_level: str = "info") -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -106,14 +110,54 @@ def uvicorn_config(app: Starlette, settings: Settings, *, log_level: str = "info
 
 
 def run(app: Starlette, settings: Settings, *, log_level: str = "info") -> int:
-    """Serve until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain)."""
+    """Serve until SIGTERM/SIGINT; returns the process exit code (0 after a clean drain).
+
+    Raises :class:`StartupError` (one line, an exit code of its own) when the node cannot start.
+    """
     listener = bind_listener(settings.host, settings.port)
-    config = uvicorn_config(app, settings, log_level=log_level)
+    lock = lock_data_dir(settings.data_dir) if settings.embedded_store else None
+    reporter = StartupReporter(app)
+    config = uvicorn_config(reporter, settings, log_level=log_level)
     logfilters.install()  # after Config: it (re)configures uvicorn's loggers
     reserve = FdReserve([listener])
     server = ChatServer(config, app.state.parts.node, reserve=reserve)
     try:
         server.run(sockets=[listener])
+    except SystemExit:  # uvicorn's way out when the app's startup failed
+        if server.started:
+            raise
     finally:
         reserve.close()
-    return 0 if server.started else 1
+        if lock is not None:
+            os.close(lock)
+    if reporter.failure is not None:
+        raise reporter.failure
+    if not server.started:
+        raise StartupError(ExitCode.FAILED, "the node did not start (the log above says why)")
+    return ExitCode.OK
+
+
+class StartupReporter:
+    """The app as uvicorn runs it: a :class:`StartupError` raised while the lifespan starts is
+    kept (for its line and exit code) and not handed to uvicorn, which would log the traceback
+    Starlette made of it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.failure: StartupError | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def report(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                # Starlette sends this from the `except` block of the failed start.
+                error = sys.exc_info()[1]
+                if isinstance(error, StartupError):
+                    self.failure = error
+                    message = {**message, "message": ""}
+            await send(message)
+
+        await self.app(scope, receive, report)

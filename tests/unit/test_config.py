@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
 import pytest
 
-from chat.config import ConfigError, from_env
+from chat.config import ConfigError, from_env, known_settings
 
 
 def test_defaults_make_a_working_embedded_node(tmp_path: Path) -> None:
@@ -66,3 +67,29 @@ def test_the_add_burst_fits_a_full_group() -> None:
         from_env({"CHAT_JWT_SECRET": "k" * 40, "CHAT_GROUP_MAX_MEMBERS": "500"})
     assert error.value.problems == ["CHAT_ADD_OTHERS_BURST=200: at least CHAT_GROUP_MAX_MEMBERS - 1 (499), or no full group can be created"]
     assert from_env({"CHAT_JWT_SECRET": "k" * 40, "CHAT_GROUP_MAX_MEMBERS": "500", "CHAT_ADD_OTHERS_BURST": "499"}).add_others_burst == 499
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_meant(tmp_path: Path) -> None:
+    """Issue 12 item 12: unknown CHAT_* variables are no longer ignored silently."""
+    s = from_env({"CHAT_JWT_SECRET": "k" * 40, "CHAT_PROT": "9000", "CHAT_REDIS_UR": "x", "CHAT_NONSENSE": "1", "CHAT_TEST_REDIS_URL": "x"})
+    assert s.port == 8000
+    assert s.warnings == (
+        "CHAT_NONSENSE is not a setting of this node and is ignored",
+        "CHAT_PROT is not a setting of this node and is ignored; did you mean CHAT_PORT?",
+        "CHAT_REDIS_UR is not a setting of this node and is ignored; did you mean CHAT_REDIS_URL?",
+    )
+
+
+def test_the_readme_lists_every_setting_and_nothing_else() -> None:
+    """One list of settings: the names chat/config.py reads; the README's table must match it."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = "\n".join(line for line in readme.split("## Configuration", 1)[1].split("\n## ", 1)[0].splitlines() if line.startswith("| `"))
+    documented = set(re.findall(r"`(CHAT_[A-Z0-9_]+)`", table))
+    assert documented == known_settings() - {"CHAT_ZOOKEEPER_HOSTS"}  # refused at start until discovery lands
+
+
+def test_chat_token_settings_never_create_a_secret(tmp_path: Path) -> None:
+    s = from_env({"CHAT_DATA_DIR": str(tmp_path / "d")}, create_dev_secret=False)
+    assert s.jwt_secret == "" and not s.dev_login_enabled and not (tmp_path / "d").exists()
+    made = from_env({"CHAT_DATA_DIR": str(tmp_path / "d")})  # what the server does
+    assert from_env({"CHAT_DATA_DIR": str(tmp_path / "d")}, create_dev_secret=False).jwt_secret == made.jwt_secret
