@@ -151,6 +151,7 @@ def create_app(
             stack.push_async_callback(messages.close)  # its gap announcer, before the relay closes
             await registry.start(node.me())
             stack.push_async_callback(registry.close)
+            stack.push_async_callback(presence.close)
             stack.push_async_callback(node.drain)  # runs first on the way out
             log.info("node %s ready at %s (store=%s relay=%s)", settings.node_id, settings.ws_url, type(store).__name__, type(relay).__name__)
             yield

@@ -238,12 +238,22 @@ class Delivery:
 
     # The writer
 
-    def take(self) -> list[Frame]:
-        """Everything queued, in order, for the writer (it stays counted until :meth:`written`)."""
-        if not self.outbox:
+    def take(self, max_bytes: int | None = None) -> list[Frame]:
+        """Queued frames, in order, for the writer: all of them, or as many as fit ``max_bytes``
+        (at least one). They stay counted until :meth:`written`."""
+        outbox = self.outbox
+        if not outbox:
             return []
-        frames = list(self.outbox)
-        self.outbox.clear()
+        if max_bytes is None or self.bytes <= max_bytes:
+            frames = list(outbox)
+            outbox.clear()
+            return frames
+        frames = [outbox.popleft()]
+        size = len(frames[0])
+        while outbox and size + len(outbox[0]) <= max_bytes:
+            frame = outbox.popleft()
+            frames.append(frame)
+            size += len(frame)
         return frames
 
     def written(self, frames: int, nbytes: int) -> bool:

@@ -82,6 +82,14 @@ class Gateway:
     async def handle(self, session: Session, command: Command) -> None:
         await self._handlers[type(command)](session, command)
 
+    def handle_now(self, session: Session, command: Command) -> bool:
+        """Handle a command that needs no await, at once (heartbeats); False: use :meth:`handle`."""
+        if type(command) is not commands.Heartbeat:
+            return False
+        self._presence.heartbeat(session.user, session.session_id)
+        session.push(protocol.reply("heartbeat_ack", command.id))
+        return True
+
     # The ops
 
     async def subscribe(self, session: Session, command: commands.Subscribe) -> None:
@@ -138,8 +146,7 @@ class Gateway:
         session.push(protocol.reply("history", command.id, fields))
 
     async def heartbeat(self, session: Session, command: commands.Heartbeat) -> None:
-        await self._presence.heartbeat(session.user, session.session_id)
-        session.push(protocol.reply("heartbeat_ack", command.id))
+        self.handle_now(session, command)
 
     async def typing(self, session: Session, command: commands.Typing) -> None:
         await self._messages.typing(session.principal, command, session.session_id)

@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 
 from chat.config import Settings
 from chat.node import Node
+from chat.wsproto import DirectSocket
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def uvicorn_config(app: Starlette, settings: Settings, *, log_level: str = "info
         app,
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        ws=DirectSocket,  # websockets-sansio with a direct write path (chat/wsproto.py)
         # Off: deflate costs tens of KiB per socket and would force one encode per recipient.
         ws_per_message_deflate=False,
         ws_max_size=settings.max_frame_bytes,

@@ -10,7 +10,8 @@ from chat.errors import ChatError, Unavailable, close_code_for
 from chat.handlers import Gateway
 from chat.http import Authenticator, error_response
 from chat.node import Node
-from chat.session import Session, SessionLimits
+from chat.session import Flusher, Session, SessionLimits
+from chat.wsproto import direct_socket
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class WebSocketEndpoint:
         self._gateway = gateway
         self._node = node
         self._limits = limits
+        self._flusher = Flusher()
 
     async def serve(self, websocket: WebSocket) -> None:
         try:
@@ -59,7 +61,16 @@ class WebSocketEndpoint:
             await _deny(websocket, Unavailable("this node is draining; ask /v1/connect for another", retry_after_ms=1000))
             return
         await websocket.accept()
-        session = Session(StarletteTransport(websocket), principal, limits=self._limits, handler=self._gateway.handle)
+        direct = direct_socket(websocket.scope)
+        session = Session(
+            StarletteTransport(websocket),
+            principal,
+            limits=self._limits,
+            handler=self._gateway.handle,
+            inline=self._gateway.handle_now,
+            direct=direct,
+            flusher=self._flusher if direct is not None else None,
+        )
         self._node.sessions.add(session)
         try:
             await self._gateway.open(session)

@@ -262,7 +262,7 @@ class _Mailbox:
             old.discard(future)
             try:
                 _resolve(future, result, error)
-            except Exception:  # noqa: BLE001 - one bad item must not strand the rest of the batch
+            except Exception:
                 log.exception("cassandra: could not resolve a request's future")
 
     def _sweep(self) -> None:
@@ -548,7 +548,7 @@ class CassandraMessageStore:
         if cluster is not None:
             try:
                 await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, cluster.shutdown), 30)
-            except Exception:  # noqa: BLE001 - closing is best effort
+            except Exception:
                 log.warning("cassandra cluster shutdown did not finish cleanly", exc_info=True)
 
     async def ping(self) -> None:
