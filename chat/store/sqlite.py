@@ -5,6 +5,15 @@ Writes go through one writer thread that group-commits
 fsynced. Reads run on a small pool of read-only connections (WAL readers never block the
 writer). Nothing here runs on the event loop. The file, its schema and its connections are
 :mod:`chat.store.sqlite_file`.
+
+**A disk that cannot be written.** A node must come up on a full or read-only disk, to
+serve reads and health. When :meth:`SqliteMessageStore.open` cannot set the file up for
+writing, the store opens *degraded*: reads run on one fallback connection on one thread,
+every write raises ``Unavailable("message storage is full or read-only")``, and one warning
+line is logged. A write that comes at least ``recovery_interval_s`` after the last attempt
+first tries to open the writer again, so the store recovers by itself once space is freed.
+A disk that fills while the store runs fails the writes with the same error (one warning
+per episode), and they succeed again as soon as it has room.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +32,7 @@ from chat.errors import Unavailable
 from chat.ids import timestamp_ms, wall_clock_ms
 from chat.models import Channel, ChannelKind, Message, Page
 from chat.store.base import AddResult
-from chat.store.sqlite_file import connect, open_writer, storage_error
+from chat.store.sqlite_file import FULL, NotWritable, connect, open_fallback_reader, open_writer, storage_error
 from chat.store.sqlite_writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
@@ -50,7 +60,7 @@ def _insert_channel(c: sqlite3.Connection, channel: Channel, members: list[str] 
 
 
 class SqliteMessageStore:
-    """MessageStore on one SQLite file (see the module docstring for its threads)."""
+    """MessageStore on one SQLite file (see the module docstring for threads and degraded mode)."""
 
     def __init__(
         self,
@@ -60,14 +70,29 @@ class SqliteMessageStore:
         readers: int = 2,
         # Timeouts
         timeout_s: float = 5.0,
+        recovery_interval_s: float = 5.0,
     ) -> None:
         self.path = Path(path)
         self._max_batch = max_batch
         self._timeout_s = timeout_s
-        # Started by open().
+        # None until open() could open the file for writing (or a degraded store recovered).
         self._writer: GroupCommitWriter | None = None
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-read")
+        # One read-only connection per reader thread; all of them, to close them on close()
+        # (the last connection to close checkpoints and removes the WAL and its index).
         self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        # Degraded mode (see the module docstring). Only ever goes from True to False; while
+        # True, reads and recovery attempts run on the one fallback thread, which alone
+        # touches the fallback connection.
+        self._degraded = False
+        self._fallback: sqlite3.Connection | None = None
+        self._fallback_thread: ThreadPoolExecutor | None = None
+        # Degraded: how often a write may try to reopen the file for writing (each try closes
+        # and reopens connections), and the retry hint that writes refused for lack of space carry.
+        self._recovery_interval_s = recovery_interval_s
+        self._next_recovery = 0.0
+        self._full_retry_ms = max(1000, int(recovery_interval_s * 1000))
         self._closed = False
 
     # Lifecycle
@@ -77,15 +102,22 @@ class SqliteMessageStore:
             await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self._open_sync), 10 * self._timeout_s)
         except TimeoutError:
             raise Unavailable("message storage did not open in time", retry_after_ms=2000) from None
-        except sqlite3.Error as exc:  # locked, corrupt, full …
-            raise storage_error(exc) from exc
+        except sqlite3.Error as exc:  # not a full or read-only disk (that opens degraded): locked, corrupt …
+            raise storage_error(exc, self._full_retry_ms) from exc
 
     def _open_sync(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._start_writer(open_writer(self.path))
+        try:
+            self._start_writer(open_writer(self.path))
+        except NotWritable as exc:
+            self._fallback_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-degraded")
+            self._fallback = open_fallback_reader(self.path)
+            self._degraded = True
+            reads = "serving reads only" if self._fallback is not None else "reads fail too"
+            log.warning("%s: %s (%s); %s, writes are refused until it can write again", FULL, self.path, exc.reason, reads)
 
     def _start_writer(self, conn: sqlite3.Connection) -> None:
-        writer = GroupCommitWriter(conn, self.path, max_batch=self._max_batch, timeout_s=self._timeout_s)
+        writer = GroupCommitWriter(conn, self.path, max_batch=self._max_batch, timeout_s=self._timeout_s, full_retry_ms=self._full_retry_ms)
         writer.start()
         self._writer = writer
 
@@ -99,15 +131,59 @@ class SqliteMessageStore:
             log.warning("sqlite store %s did not close within 90 s", self.path)
 
     def _close_sync(self) -> None:
+        if self._fallback_thread is not None:
+            self._fallback_thread.shutdown(wait=True)  # a recovery attempt under way ends first
+            if self._fallback is not None:
+                self._fallback.close()
+                self._fallback = None
         if self._writer is not None:
             self._writer.stop()
         self._readers.shutdown(wait=True)
+        for conn in self._reader_conns:
+            conn.close()
+
+    # Degraded mode
+
+    async def _recover(self) -> bool:
+        """Try to open the file for writing again, at most once per recovery interval.
+        True when the store can take writes now."""
+        now = time.monotonic()
+        if self._fallback_thread is None or now < self._next_recovery:
+            return not self._degraded
+        self._next_recovery = now + self._recovery_interval_s
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self._fallback_thread, self._try_writable), self._timeout_s)
+        except TimeoutError:
+            return False
+        return not self._degraded
+
+    def _try_writable(self) -> None:
+        """Fallback thread (so no read runs meanwhile): leave degraded mode if the file can be written."""
+        if not self._degraded or self._closed:
+            return
+        if self._fallback is not None:
+            self._fallback.close()  # its exclusive lock would keep the writer out
+            self._fallback = None
+        try:
+            conn = open_writer(self.path)
+        except NotWritable:
+            self._fallback = open_fallback_reader(self.path)
+            return
+        except Exception as exc:  # noqa: BLE001 - stay degraded, with reads, whatever went wrong
+            log.warning("message storage %s could not be reopened for writing: %s: %s", self.path, type(exc).__name__, exc)
+            self._fallback = open_fallback_reader(self.path)
+            return
+        self._start_writer(conn)
+        self._degraded = False
+        log.info("message storage %s is writable again", self.path)
 
     # Calls
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise Unavailable("store is closed")
+        if self._degraded and not await self._recover():
+            raise Unavailable(FULL, retry_after_ms=self._full_retry_ms)
         if self._writer is None:
             raise Unavailable("store is not open", retry_after_ms=1000)
         return await self._writer.write(fn)
@@ -118,12 +194,15 @@ class SqliteMessageStore:
 
         def run() -> T:
             try:
-                return fn(self._reader())
+                # Degraded: the fallback connection. Reads still queued on the fallback thread
+                # when it recovered use a reader connection like any other.
+                return fn(self._fallback if self._fallback is not None else self._reader())
             except sqlite3.Error as exc:
-                raise storage_error(exc) from exc
+                raise storage_error(exc, self._full_retry_ms) from exc
 
+        executor = self._fallback_thread if self._degraded and self._fallback_thread is not None else self._readers
         try:
-            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self._readers, run), self._timeout_s)
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(executor, run), self._timeout_s)
         except TimeoutError:
             raise Unavailable("store read timed out", retry_after_ms=1000) from None
 
@@ -132,6 +211,7 @@ class SqliteMessageStore:
         if conn is None:
             conn = connect(self.path, readonly=True)
             self._local.conn = conn
+            self._reader_conns.append(conn)  # list.append is atomic: no lock needed
         return conn
 
     async def ping(self) -> None:

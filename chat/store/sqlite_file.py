@@ -1,18 +1,34 @@
-"""The SQLite file: its schema and the connections the store opens on it.
+"""The SQLite file: its schema, its migration, and the connections the store opens on it.
 
 Blocking throughout: called from the store's threads, never on the event loop.
 
 * The **writer** connection runs in WAL mode with ``synchronous=FULL`` (each commit fsyncs the
-  WAL, so an acked message survives power loss).
+  WAL, so an acked message survives power loss). Opening it reads ``PRAGMA user_version`` and
+  writes the schema only when the file is older than :data:`SCHEMA_VERSION`: a node whose
+  schema is current opens without writing anything.
 * **Readers** are read-only connections; WAL readers never block the writer.
+* When the file cannot be written — its disk is full or it is read-only — :func:`open_writer`
+  raises :class:`NotWritable` and the store falls back to one **fallback reader**
+  (:func:`open_fallback_reader`). WAL readers need the shared-memory index (``-shm``), which
+  cannot be created or grown on a full disk (``SQLITE_IOERR_SHMSIZE``) and cannot be created
+  on a read-only one. The fallback avoids it: ``locking_mode=EXCLUSIVE`` keeps the index in
+  heap memory and still reads what the WAL holds; on read-only media, where that cannot take
+  its locks, ``immutable=1`` reads the main file alone, which is only right when no WAL
+  content is left over, so it is used only then.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
 from chat.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+# What a write refused because the file cannot be written says to clients.
+FULL = "message storage is full or read-only"
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -50,8 +66,35 @@ CREATE TABLE IF NOT EXISTS read_state (
 
 BUSY_TIMEOUT_MS = 5000  # how long a connection waits for another's lock before SQLITE_BUSY
 
-def storage_error(exc: sqlite3.Error) -> Unavailable:
-    """The port's error for an SQLite failure."""
+# Primary result codes (the low byte) and extended ones that mean "this file cannot be
+# written now" rather than a broken database or a bug: a full disk (ENOSPC on a write, or the
+# WAL index that cannot grow) or a read-only file or filesystem.
+_NOT_WRITABLE_PRIMARY = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN})
+_NOT_WRITABLE_EXTENDED = frozenset({sqlite3.SQLITE_IOERR_SHMSIZE, sqlite3.SQLITE_IOERR_SHMOPEN})
+
+
+class NotWritable(Exception):
+    """The database file cannot be written now: its disk is full or it is read-only."""
+
+    def __init__(self, cause: sqlite3.Error) -> None:
+        super().__init__(str(cause))
+        # SQLite's name for the failure (``SQLITE_FULL`` …), for the log line.
+        self.reason = getattr(cause, "sqlite_errorname", None) or str(cause)
+
+
+def cannot_write(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says the file cannot be written now (full disk, read-only), as opposed
+    to any other failure."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return False
+    return code & 0xFF in _NOT_WRITABLE_PRIMARY or code in _NOT_WRITABLE_EXTENDED
+
+
+def storage_error(exc: sqlite3.Error, full_retry_ms: int) -> Unavailable:
+    """The port's error for an SQLite failure; a full or read-only file says so, with ``full_retry_ms``."""
+    if cannot_write(exc):
+        return Unavailable(FULL, retry_after_ms=full_retry_ms)
     return Unavailable(f"storage error: {exc}", retry_after_ms=1000)
 
 
@@ -75,15 +118,68 @@ def connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
 
 
 def open_writer(path: Path) -> sqlite3.Connection:
-    """The writer connection, with the schema created and its version recorded."""
-    conn = connect(path, readonly=False)
+    """The writer connection, with the schema at :data:`SCHEMA_VERSION`.
+
+    Raises :class:`NotWritable` when the file cannot be written and has to be (a new or older
+    file, or a WAL index that cannot be set up); any other :class:`sqlite3.Error` as is."""
     try:
-        conn.executescript(SCHEMA)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn = connect(path, readonly=False)
+    except sqlite3.Error as exc:
+        if cannot_write(exc):
+            raise NotWritable(exc) from exc
+        raise
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version < SCHEMA_VERSION:
+            # One transaction: a crash or a full disk leaves the old version, never half a schema.
+            conn.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;")
+        elif version > SCHEMA_VERSION:
+            log.warning("%s has schema version %d, newer than this version knows (%d)", path, version, SCHEMA_VERSION)
+    except sqlite3.Error as exc:
+        conn.close()
+        if cannot_write(exc):
+            raise NotWritable(exc) from exc
+        raise
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def open_fallback_reader(path: Path) -> sqlite3.Connection | None:
+    """A connection that reads the file without a WAL index on disk (see the module
+    docstring), or None when no way of reading it works."""
+    conn = _readable(str(path), uri=False, setup=("PRAGMA locking_mode=EXCLUSIVE",))
+    if conn is not None or _wal_has_content(path):
+        # Committed writes may sit in the WAL: reading the main file alone would hide them.
+        return conn
+    return _readable(_uri(path, mode="ro", immutable=1), uri=True, setup=())
+
+
+def _readable(target: str, *, uri: bool, setup: tuple[str, ...]) -> sqlite3.Connection | None:
+    """A connection to ``target`` after ``setup``, once a first read worked (the first read is
+    what takes the locks and loads the WAL); None if any step failed."""
+    try:
+        conn = sqlite3.connect(target, uri=uri, check_same_thread=False, isolation_level=None)
+    except sqlite3.Error:
+        return None
+    try:
+        for statement in (f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}", *setup):
+            conn.execute(statement)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error:
+        conn.close()
+        return None
+    return conn
+
+
+def _wal_has_content(path: Path) -> bool:
+    try:
+        return path.with_name(path.name + "-wal").stat().st_size > 0
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: assume it has, and do not read around it
 
 
 def _uri(path: Path, **params: object) -> str:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from chat.errors import Unavailable
 from chat.store.bridge import Item, Mailbox
-from chat.store.sqlite_file import storage_error
+from chat.store.sqlite_file import FULL, cannot_write, storage_error
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,17 +40,21 @@ class _WriteJob:
 class GroupCommitWriter:
     """Owns the writer connection and its thread; :meth:`write` is called on event loops."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, *, max_batch: int, timeout_s: float) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, max_batch: int, timeout_s: float, full_retry_ms: int) -> None:
         self._conn = conn
         # For log lines only.
         self._path = path
         # Bounds one group commit, so a flood cannot hold the write lock for long.
         self._max_batch = max_batch
         self._timeout_s = timeout_s
+        # The retry hint of writes refused for lack of space.
+        self._full_retry_ms = full_retry_ms
         # Bounded: a writer that falls this far behind makes callers wait (backpressure), not grow memory.
         self._queue: queue.Queue[_WriteJob | None] = queue.Queue(maxsize=10_000)
         # Writer → loop hand-off for the loop writes come from (replaced if that changes).
         self._mailbox: Mailbox | None = None
+        # Writer thread only: writes are failing for lack of space, and that was logged once.
+        self._failing = False
         self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
 
     def start(self) -> None:
@@ -110,6 +114,7 @@ class GroupCommitWriter:
     def _commit(self, batch: list[_WriteJob]) -> None:
         conn = self._conn
         outcomes: list[tuple[Any, BaseException | None]] = []
+        full: sqlite3.Error | None = None  # the first "cannot write" error of this batch
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
@@ -120,19 +125,41 @@ class GroupCommitWriter:
                 except Exception as exc:  # noqa: BLE001 - handed to the caller
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
-                    outcomes.append((None, storage_error(exc) if isinstance(exc, sqlite3.Error) else exc))
+                    if isinstance(exc, sqlite3.Error):
+                        full = full or (exc if cannot_write(exc) else None)
+                        outcomes.append((None, storage_error(exc, self._full_retry_ms)))
+                    else:
+                        outcomes.append((None, exc))
                 else:
                     conn.execute("RELEASE job")
                     outcomes.append((result, None))
             conn.execute("COMMIT")
+            committed = True
         except sqlite3.Error as exc:
-            log.exception("sqlite group commit failed")
+            committed = False
+            if cannot_write(exc):
+                full = exc
+            else:
+                log.exception("sqlite group commit failed")
             with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
                 conn.execute("ROLLBACK")
-            outcomes = [(None, storage_error(exc))] * len(batch)
+            outcomes = [(None, storage_error(exc, self._full_retry_ms))] * len(batch)
+        self._note_space(full, committed)
         # Outcomes are handed over only now, after COMMIT returned: the writes are durable.
         by_mailbox: dict[Mailbox, list[Item]] = {}
         for job, (result, error) in zip(batch, outcomes, strict=True):
             by_mailbox.setdefault(job.mailbox, []).append((job.future, result, error))
         for mailbox, items in by_mailbox.items():
             mailbox.put_many(items)
+
+    def _note_space(self, full: sqlite3.Error | None, committed: bool) -> None:
+        """One warning when writes start failing for lack of space (not one per batch: the log
+        may be on the same disk), one line when a commit works again."""
+        if full is not None:
+            if not self._failing:
+                self._failing = True
+                reason = getattr(full, "sqlite_errorname", None) or str(full)
+                log.warning("%s: %s (%s); writes are refused until it has room again", FULL, self._path, reason)
+        elif committed and self._failing:
+            self._failing = False
+            log.info("message storage %s is writable again", self._path)
