@@ -125,6 +125,7 @@ class CassandraMessageStore:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CassandraMessageStore:
+        """The store that the ``CHAT_CASSANDRA_*`` settings describe."""
         return cls(
             settings.cassandra_hosts,
             keyspace=settings.cassandra_keyspace,

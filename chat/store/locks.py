@@ -29,4 +29,5 @@ class KeyedLocks:
                 del self._locks[key]
 
     def __len__(self) -> int:
+        """How many keys are held or waited for now."""
         return len(self._locks)

@@ -150,9 +150,10 @@ def open_fallback_reader(path: Path) -> sqlite3.Connection | None:
     """A connection that reads the file without a WAL index on disk (see the module
     docstring), or None when no way of reading it works."""
     conn = _readable(str(path), uri=False, setup=("PRAGMA locking_mode=EXCLUSIVE",))
-    if conn is not None or _wal_has_content(path):
-        # Committed writes may sit in the WAL: reading the main file alone would hide them.
+    if conn is not None:
         return conn
+    if _wal_has_content(path):
+        return None  # committed writes may sit in the WAL: reading the main file alone would hide them
     return _readable(_uri(path, mode="ro", immutable=1), uri=True, setup=())
 
 

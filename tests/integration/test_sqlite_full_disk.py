@@ -56,6 +56,16 @@ async def seed(path: Path, count: int = 3) -> tuple[Channel, list[Message]]:
     return ch, msgs
 
 
+async def restarted_on_a_full_disk(disk: SmallDisk, *, recovery_interval_s: float) -> tuple[SqliteMessageStore, Channel, list[Message]]:
+    """The store of a node that stopped cleanly, opened again after its disk filled up."""
+    path = disk.root / "chat.sqlite3"
+    ch, msgs = await seed(path)
+    disk.fill()
+    store = SqliteMessageStore(path, recovery_interval_s=recovery_interval_s)
+    await store.open()
+    return store, ch, msgs
+
+
 # Seeds the store in another process that then dies by SIGKILL: its WAL and WAL index stay.
 _CRASH = """
 import asyncio, json, os, signal, sys
@@ -101,12 +111,9 @@ async def assert_refused(store: SqliteMessageStore, channel_id: int) -> None:
 
 async def test_after_a_clean_stop_a_full_disk_serves_reads_refuses_writes_and_recovers(disk: SmallDisk, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="chat.store")
-    path = disk.root / "chat.sqlite3"
-    ch, msgs = await seed(path)
-    disk.fill()
     # recovery_interval_s=0: every refused write first tries to leave the degraded mode again.
-    store = SqliteMessageStore(path, recovery_interval_s=0)
-    await store.open()
+    store, ch, msgs = await restarted_on_a_full_disk(disk, recovery_interval_s=0)
+    path = store.path
     try:
         for _ in range(3):
             assert (await store.history(ch.id)).messages == msgs
@@ -198,11 +205,7 @@ async def test_a_new_database_on_a_full_disk_starts_and_creates_its_schema_once_
 
 
 async def test_a_refused_write_waits_for_the_recovery_interval_before_trying_again(disk: SmallDisk) -> None:
-    path = disk.root / "chat.sqlite3"
-    ch, _ = await seed(path)
-    disk.fill()
-    store = SqliteMessageStore(path, recovery_interval_s=3600)
-    await store.open()
+    store, ch, _ = await restarted_on_a_full_disk(disk, recovery_interval_s=3600)
     try:
         await assert_refused(store, ch.id)  # the first refused write tries to recover, and fails
         disk.free()
