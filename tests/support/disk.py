@@ -59,7 +59,8 @@ def _mount(*args: str) -> None:
 def small_disk(root: Path, size: str = "4m") -> Iterator[SmallDisk]:
     """Mount a ``size`` tmpfs at ``root`` for the block; skips the test where mounting is refused."""
     root.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(root)], capture_output=True, text=True, timeout=30, check=False)
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(root)]
+    result = subprocess.run(mount, capture_output=True, text=True, timeout=30, check=False)
     if result.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {result.stderr.strip()}")
     try:
