@@ -78,8 +78,7 @@ class SqliteMessageStore:
         # None until open() could open the file for writing (or a degraded store recovered).
         self._writer: GroupCommitWriter | None = None
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-read")
-        # One read-only connection per reader thread; all of them, to close them on close()
-        # (the last connection to close checkpoints and removes the WAL and its index).
+        # One read-only connection per reader thread; all of them, to close them on close().
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         # Degraded mode (see the module docstring). Only ever goes from True to False; while
@@ -136,11 +135,13 @@ class SqliteMessageStore:
             if self._fallback is not None:
                 self._fallback.close()
                 self._fallback = None
-        if self._writer is not None:
-            self._writer.stop()
         self._readers.shutdown(wait=True)
         for conn in self._reader_conns:
             conn.close()
+        # Last: only the last connection to close checkpoints and removes the WAL and its
+        # index, and a read-only one cannot.
+        if self._writer is not None:
+            self._writer.stop()
 
     # Degraded mode
 

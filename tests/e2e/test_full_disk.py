@@ -33,6 +33,7 @@ def test_a_node_starts_on_a_full_disk_serves_reads_and_health_and_recovers(tmp_p
                 assert server.terminate() == 0
             else:
                 server.kill()
+            assert (disk.root / "node" / "chat.sqlite3-shm").exists() == (stop == "sigkill")
 
             disk.fill()
             server.start()  # before the fix: the schema version write failed and the node never came up

@@ -60,6 +60,7 @@ async def restarted_on_a_full_disk(disk: SmallDisk, *, recovery_interval_s: floa
     """The store of a node that stopped cleanly, opened again after its disk filled up."""
     path = disk.root / "chat.sqlite3"
     ch, msgs = await seed(path)
+    assert not path.with_name("chat.sqlite3-shm").exists()  # closing every connection removed the WAL index
     disk.fill()
     store = SqliteMessageStore(path, recovery_interval_s=recovery_interval_s)
     await store.open()
@@ -149,6 +150,7 @@ async def test_after_a_crash_a_full_disk_serves_reads_from_the_wal_refuses_write
     path = disk.root / "chat.sqlite3"
     channel_id, mids = seed_and_crash(path)
     assert path.with_name("chat.sqlite3-wal").stat().st_size > 0  # the messages are only in the WAL
+    assert path.with_name("chat.sqlite3-shm").exists()
     disk.fill()
     store = SqliteMessageStore(path, recovery_interval_s=0)
     await store.open()
