@@ -20,6 +20,9 @@ ALLOWED_JWT_ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384",
 _SYMMETRIC = frozenset({"HS256", "HS384", "HS512"})
 _CONSISTENCY_LEVELS = frozenset({"ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"})
 _NODE_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# A Cassandra keyspace name: it is written into CQL text, so only names that match this in
+# full (fullmatch: ``$`` would let a trailing newline through) are ever used.
+KEYSPACE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
 
 
 class ConfigError(Exception):
@@ -185,7 +188,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     if consistency not in _CONSISTENCY_LEVELS:
         problems.append(f"CHAT_CASSANDRA_CONSISTENCY={consistency!r}: one of {', '.join(sorted(_CONSISTENCY_LEVELS))}")
     keyspace = env.get("CHAT_CASSANDRA_KEYSPACE", "").strip() or d.cassandra_keyspace
-    if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,47}$", keyspace):
+    if not KEYSPACE_NAME.fullmatch(keyspace):
         problems.append(f"CHAT_CASSANDRA_KEYSPACE={keyspace!r}: letters, digits and _ (≤ 48, starting with a letter)")
     zookeeper_hosts = env.get("CHAT_ZOOKEEPER_HOSTS", "").strip()
     if zookeeper_hosts:
