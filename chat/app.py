@@ -108,7 +108,16 @@ def create_app(
     access = Access(store)
     hub = Hub(relay)
     messages = MessageService(
-        store=store, relay=relay, minter=minter, access=access, limits=MessageLimits(store_timeout_s=settings.store_timeout_s)
+        store=store,
+        relay=relay,
+        minter=minter,
+        access=access,
+        limits=MessageLimits(
+            store_timeout_s=settings.store_timeout_s,
+            history_max_bytes=settings.history_max_bytes,
+            user_send_per_s=settings.user_send_per_s,
+            user_send_burst=settings.user_send_burst,
+        ),
     )
     channels = ChannelService(store=store, relay=relay, minter=minter, access=access, group_max_members=settings.group_max_members)
     node = Node(
@@ -139,7 +148,14 @@ def create_app(
         ),
         dev_tokens=(lambda user: auth.issue_token(settings, user, ttl_s=api.DEV_TOKEN_TTL_S)) if settings.dev_login_enabled else None,
     )
-    websocket = WebSocketEndpoint(auth=authenticator, gateway=gateway, node=node, limits=session_limits(settings))
+    websocket = WebSocketEndpoint(
+        auth=authenticator,
+        gateway=gateway,
+        node=node,
+        limits=session_limits(settings),
+        handshakes=KeyedLimiter(settings.handshake_per_s, settings.handshake_burst),
+        max_sockets_per_user=settings.user_max_sockets,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -66,12 +66,18 @@ class Settings:
     group_max_members: int = 100  # CHAT_GROUP_MAX_MEMBERS
     max_message_chars: int = 100_000  # CHAT_MAX_MESSAGE_CHARS (Unicode code points)
     replay_cap: int = 1000  # CHAT_REPLAY_CAP: messages replayed per channel on subscribe+since
+    history_max_bytes: int = 1024 * 1024  # CHAT_HISTORY_MAX_BYTES: a history page's messages, encoded (≥ 1 message)
 
     # Per-connection limits
     send_queue_frames: int = 1024  # CHAT_SEND_QUEUE: frames buffered per socket before `resync`
     send_queue_bytes: int = 8 * 1024 * 1024  # CHAT_SEND_QUEUE_BYTES: bytes buffered per socket before `resync`
     rate_per_s: float = 50.0  # CHAT_RATE_PER_S: sustained frames/s per socket
     rate_burst: int = 200  # CHAT_RATE_BURST: token-bucket depth
+    user_send_per_s: float = 50.0  # CHAT_USER_SEND_PER_S: messages/s one user may send over all their sockets and HTTP
+    user_send_burst: int = 200  # CHAT_USER_SEND_BURST
+    user_max_sockets: int = 50  # CHAT_USER_MAX_SOCKETS: sockets one user may hold open on a node
+    handshake_per_s: float = 20.0  # CHAT_HANDSHAKE_PER_S: WebSocket handshakes/s per client address
+    handshake_burst: int = 100  # CHAT_HANDSHAKE_BURST
     flood_strikes: int = 100  # CHAT_FLOOD_STRIKES: rate-limited frames within one refill of the bucket before 1008
     oversize_strikes: int = 3  # CHAT_OVERSIZE_STRIKES: too_large frames before close 1009
 
@@ -220,10 +226,16 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         group_max_members=get_int("CHAT_GROUP_MAX_MEMBERS", d.group_max_members, 2, 1_000_000),
         max_message_chars=get_int("CHAT_MAX_MESSAGE_CHARS", d.max_message_chars, 1, 1_000_000),
         replay_cap=get_int("CHAT_REPLAY_CAP", d.replay_cap, 1, 100_000),
+        history_max_bytes=get_int("CHAT_HISTORY_MAX_BYTES", d.history_max_bytes, 64 * 1024, 1 << 30),
         send_queue_frames=get_int("CHAT_SEND_QUEUE", d.send_queue_frames, 8, 1_000_000),
         send_queue_bytes=get_int("CHAT_SEND_QUEUE_BYTES", d.send_queue_bytes, 64 * 1024, 1 << 31),
         rate_per_s=get_float("CHAT_RATE_PER_S", d.rate_per_s, 0.1, 1_000_000),
         rate_burst=get_int("CHAT_RATE_BURST", d.rate_burst, 1, 1_000_000),
+        user_send_per_s=get_float("CHAT_USER_SEND_PER_S", d.user_send_per_s, 0.1, 1_000_000),
+        user_send_burst=get_int("CHAT_USER_SEND_BURST", d.user_send_burst, 1, 1_000_000),
+        user_max_sockets=get_int("CHAT_USER_MAX_SOCKETS", d.user_max_sockets, 1, 1_000_000),
+        handshake_per_s=get_float("CHAT_HANDSHAKE_PER_S", d.handshake_per_s, 0.1, 1_000_000),
+        handshake_burst=get_int("CHAT_HANDSHAKE_BURST", d.handshake_burst, 1, 1_000_000),
         flood_strikes=get_int("CHAT_FLOOD_STRIKES", d.flood_strikes, 1, 1_000_000),
         oversize_strikes=get_int("CHAT_OVERSIZE_STRIKES", d.oversize_strikes, 1, 1000),
         heartbeat_interval_ms=get_int("CHAT_HEARTBEAT_INTERVAL_MS", d.heartbeat_interval_ms, 100, 3_600_000),
