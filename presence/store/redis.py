@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -170,6 +171,24 @@ class RedisPresenceStore:
                 await self._redis.ping()
         except _FAILURES as exc:
             raise _unavailable(exc) from None
+
+    async def purge(self) -> int:
+        """Delete every key under this store's prefix (SCAN + UNLINK: Redis is never blocked);
+        for tests, benchmarks and retiring a namespace. Returns how many keys went."""
+        pattern = re.sub(rb"([\\*?\[\]])", rb"\\\1", self._prefix) + b"*"
+        deleted = 0
+        try:
+            batch: list[bytes] = []
+            async for key in self._redis.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += await self._redis.unlink(*batch)
+                    batch.clear()
+            if batch:
+                deleted += await self._redis.unlink(*batch)
+        except _FAILURES as exc:
+            raise _unavailable(exc) from None
+        return deleted
 
     async def close(self) -> None:
         try:

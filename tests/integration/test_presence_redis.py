@@ -269,3 +269,15 @@ async def test_the_password_never_shows(tmp_path: Path) -> None:
             await bad.close()
     finally:
         server.stop()
+
+
+async def test_purge_deletes_its_own_namespace_only() -> None:
+    odd = "{t}[" + unique_prefix() + "]*?"  # glob characters: matched literally, not as a pattern
+    neighbour = odd[:-2]  # a namespace that the odd one extends: must survive
+    async with redis_store(services.REDIS_URL, neighbour) as other:
+        await other.apply([DeviceEvent("alice", "s1", T0)])
+        async with redis_store(services.REDIS_URL, odd) as store:
+            await store.apply([DeviceEvent("alice", "s1", T0), DeviceEvent("bob", "s1", T0)])
+            assert await store.purge() == 3  # two users and the deadlines
+            assert (await store.query(["alice"], T0))["alice"].last_seen is None
+        assert (await other.query(["alice"], T0))["alice"].status == ONLINE

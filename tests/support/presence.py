@@ -108,24 +108,6 @@ def unique_prefix() -> str:
     return f"test-presence-{uuid.uuid4().hex[:10]}:"
 
 
-async def delete_prefix(url: str, prefix: str) -> None:
-    """Delete every key under ``prefix`` (SCAN + UNLINK: never blocks the shared Redis)."""
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
-    try:
-        batch: list[Any] = []
-        async for key in client.scan_iter(match=prefix.replace("[", "\\[") + "*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                await client.unlink(*batch)
-                batch.clear()
-        if batch:
-            await client.unlink(*batch)
-    finally:
-        await client.aclose()
-
-
 @contextlib.asynccontextmanager
 async def redis_store(url: str, prefix: str | None = None, **kwargs: Any) -> AsyncIterator[Any]:
     """A RedisPresenceStore on a prefix of its own; its keys are deleted afterwards."""
@@ -136,5 +118,7 @@ async def redis_store(url: str, prefix: str | None = None, **kwargs: Any) -> Asy
     try:
         yield store
     finally:
-        await store.close()
-        await delete_prefix(url, prefix)
+        try:
+            await store.purge()
+        finally:
+            await store.close()
