@@ -5,22 +5,23 @@ should act at, so timeouts are tested without sleeping and every store computes 
 
 Contract (the Redis store's scripts implement the same rules; one contract suite checks both):
 
-* A **heartbeat** from a device records it (the first one is the socket's hello). A device is
-  *live* at ``now`` while ``now - last_heartbeat <= timeout_ms``.
+* A **heartbeat** from a device records it (the first one is the socket's hello) with a
+  deadline of ``last heartbeat + timeout_ms``.
 * A **clean close** removes that device at once. A close of an unknown device changes nothing.
-* **Expiry** (the sweeper) removes devices whose deadline (``last + timeout_ms``) is before
-  ``now``. Until then an abruptly dropped device stays recorded, so a short network drop does
-  not flap the user.
-* A user is **online** while any device is recorded: :class:`Transition` values report exactly
+* **Expiry** (the sweeper) removes devices whose deadline is before ``now``. Until then an
+  abruptly dropped device stays recorded, so a network drop shorter than the timeout never
+  flaps the user; a dropped device is gone one sweep after its deadline.
+* A user is **online** while any device is recorded. :class:`Transition` values report exactly
   the changes of that (online when the first device appears, offline when the last one is
-  closed or expired), so per user they alternate online/offline, starting with online.
-  Queries (:meth:`PresenceState.presence`) are stricter: a recorded device whose deadline has
-  passed already reads offline before a sweep removes it (the sweeper may be late, e.g. while
-  leadership moves).
-* ``last_seen`` is the latest heartbeat or clean close of any of the user's devices, kept after
-  the user goes offline for ``retention_ms``; never-seen users have ``None``.
-* **Clock jumps.** A ``now`` earlier than a recorded time never moves a device or ``last_seen``
-  backwards (times only grow: ``max``). A forward jump expires stale devices at the next sweep.
+  closed or expired), so per user they alternate online/offline, starting with online; queries
+  read the same state, so what a watcher was pushed and what anyone asks agree.
+* ``last_seen``: for an offline user, the latest heartbeat or clean close of any of their
+  devices, kept for ``retention_ms``; for an online user, a time they were seen online (at least
+  when they came online; plain heartbeats do not move it, so a heartbeat writes one value);
+  ``None`` for a user never seen.
+* **Clock jumps.** A ``now`` earlier than a recorded time never moves a deadline or
+  ``last_seen`` backwards (times only grow: ``max``). A forward jump expires stale devices at
+  the next sweep.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import heapq
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 Status = Literal["online", "offline"]
 ONLINE: Final = "online"
@@ -43,18 +44,15 @@ CLOSE: Final = "close"
 RETENTION_MS: Final = 30 * 24 * 3600 * 1000
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceEvent:
-    """A heartbeat (the first one of a device is its hello) or a clean close, at ``at_ms``."""
+class DeviceEvent(NamedTuple):
+    """A heartbeat (the first one of a device is its hello) or a clean close, at ``at_ms``.
+
+    A named tuple: a flush builds one per device (thousands) on the node's event loop."""
 
     user: str
-    device: str  # non-empty; one per socket
+    device: str  # one per socket, never reused after its close
     at_ms: int
     kind: EventKind = HEARTBEAT
-
-    def __post_init__(self) -> None:
-        if not self.user or not self.device:
-            raise ValueError("user and device must be non-empty")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +68,11 @@ class Transition:
         return {"user": self.user, "status": self.status, "last_seen": self.last_seen}
 
 
-@dataclass(frozen=True, slots=True)
-class UserPresence:
-    """A user's presence as queried: ``last_seen`` is None for a user never seen."""
+class UserPresence(NamedTuple):
+    """A user's presence as queried: ``last_seen`` is None for a user never seen.
+
+    A named tuple, not a frozen dataclass: a query builds one per user asked (up to thousands),
+    and a frozen dataclass's __init__ costs several times as much."""
 
     status: Status
     last_seen: int | None
@@ -141,18 +141,18 @@ class PresenceState:
     def heartbeat(self, user: str, device: str, now: int) -> Transition | None:
         """A device heartbeated (or said hello): an online transition if the user had no device."""
         devices = self._devices.get(user)
-        went_online = devices is None
-        if devices is None:
-            devices = self._devices[user] = {}
-            self._offline.pop(user, None)
-        last = devices.get(device)
-        if last is None:
-            heapq.heappush(self._deadlines, (now + self.timeout_ms, user, device))
-            devices[device] = now
-        elif now > last:
-            devices[device] = now  # an earlier `now` (clock stepped back) keeps the later time
-        seen = self._see(user, now)
-        return Transition(user, ONLINE, seen) if went_online else None
+        if devices is not None:
+            last = devices.get(device)
+            if last is None:
+                devices[device] = now
+                heapq.heappush(self._deadlines, (now + self.timeout_ms, user, device))
+            elif now > last:
+                devices[device] = now  # an earlier `now` (clock stepped back) keeps the later time
+            return None
+        self._devices[user] = {device: now}
+        heapq.heappush(self._deadlines, (now + self.timeout_ms, user, device))
+        self._offline.pop(user, None)
+        return Transition(user, ONLINE, self._see(user, now))
 
     def close(self, user: str, device: str, now: int) -> Transition | None:
         """A device closed cleanly: gone at once; offline transition if it was the last one."""
@@ -182,28 +182,25 @@ class PresenceState:
                 continue
             del devices[device]
             removed += 1
+            seen = self._see(user, last)
             if not devices:
                 self._went_offline(user)
-                out.append(Transition(user, OFFLINE, self._last_seen[user]))
+                out.append(Transition(user, OFFLINE, seen))
         self._prune(now)
         return Expiry(out, bool(heap) and heap[0][0] < now)
 
     # Queries
 
-    def presence(self, user: str, now: int) -> UserPresence:
-        """Online iff a recorded device is live at ``now``."""
+    def presence(self, user: str) -> UserPresence:
+        """Online iff a device is recorded (see the module docstring for ``last_seen``)."""
         seen = self._last_seen.get(user)
         if seen is None:
             return NEVER_SEEN
-        return UserPresence(ONLINE if self.is_live(user, now) else OFFLINE, seen)
+        return UserPresence(ONLINE if user in self._devices else OFFLINE, seen)
 
-    def is_live(self, user: str, now: int) -> bool:
-        devices = self._devices.get(user)
-        return devices is not None and any(now - last <= self.timeout_ms for last in devices.values())
-
-    def online_among(self, users: Sequence[str], now: int, limit: int) -> OnlineSample:
+    def online_among(self, users: Sequence[str], limit: int) -> OnlineSample:
         """How many of ``users`` are online, and the first ``limit`` of them."""
-        online = [u for u in dict.fromkeys(users) if self.is_live(u, now)]
+        online = [u for u in dict.fromkeys(users) if u in self._devices]
         return OnlineSample(len(online), online[:limit])
 
     def devices(self, user: str) -> dict[str, int]:

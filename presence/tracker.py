@@ -5,9 +5,10 @@ The gateway calls the tracker and never the store. Contract:
 * :meth:`PresenceTracker.connected` (the socket's hello), :meth:`~PresenceTracker.heartbeat` and
   :meth:`~PresenceTracker.disconnected` (a clean close) return at once: they record the event
   in memory and never wait on the store or raise because of it. One flusher task writes what
-  is pending in **one** store call: hellos and closes within ``prompt_s``, plain heartbeats
-  within ``flush_interval_s`` (the newest heartbeat of a device wins), so 10,000 sockets
-  heartbeating every 5 s cost about ``1 / flush_interval_s`` round trips per second.
+  is pending in **one** store call (up to ``max_batch`` devices): hellos and closes within
+  ``prompt_s``, plain heartbeats within ``flush_interval_s`` (the newest heartbeat of a device
+  wins), so 10,000 sockets heartbeating every 5 s cost about ``1 / flush_interval_s`` round
+  trips per second.
 * A batch writes heartbeats first, then closes, so a close always wins (a device id is one
   socket's: it is never reused after its close). A failed flush keeps its batch for the next
   one (retried with capped backoff). At most ``max_pending`` devices wait: past it
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -54,6 +56,18 @@ Device = tuple[str, str]  # (user, device)
 
 # `GET /v1/channels/{id}/presence` lists at most this many online members.
 ONLINE_SAMPLE_MAX = 100
+
+
+async def _events(beats: dict[Device, int], closes: dict[Device, int]) -> list[DeviceEvent]:
+    """The batch as events, heartbeats first; the loop gets a turn every few thousand, so
+    a large flush never stalls the node's sockets for long."""
+    events: list[DeviceEvent] = []
+    for i, ((user, device), at) in enumerate(beats.items()):
+        if i and not i % 2000:
+            await asyncio.sleep(0)
+        events.append(DeviceEvent(user, device, at))
+    events += [DeviceEvent(user, device, at, CLOSE) for (user, device), at in closes.items()]
+    return events
 
 
 def wall_clock_ms() -> int:
@@ -116,6 +130,7 @@ class PresenceTracker:
         close_timeout_s: float = 2.0,
         # Limits
         max_pending: int = 100_000,
+        max_batch: int = 20_000,
         sweep_batch: int = 1000,
         sweep_batches: int = 10,
     ) -> None:
@@ -136,6 +151,11 @@ class PresenceTracker:
         self._call_timeout_s = call_timeout_s
         self._close_timeout_s = close_timeout_s
         self._max_pending = max_pending
+        self._max_batch = max_batch
+        # Entries per store call now: halved after a failed call (a batch too big to be written
+        # within the timeout of a loaded store would otherwise fail forever), doubled back
+        # after each success.
+        self._batch_limit = max_batch
         self._sweep_batch = sweep_batch
         self._sweep_batches = sweep_batches
         # Not yet written: newest heartbeat per device, and clean closes (a close drops the beat).
@@ -256,7 +276,7 @@ class PresenceTracker:
 
     async def query(self, users: Sequence[str]) -> dict[str, UserPresence]:
         """Presence of each user (raises PresenceUnavailable if the store does not answer)."""
-        result = await self._read(self.store.query(users, self._clock()))
+        result = await self._read(self.store.query(users))
         for user in self._fresh.keys() & result.keys():
             current = result[user]
             if current.status == OFFLINE:
@@ -268,7 +288,7 @@ class PresenceTracker:
 
     async def online_among(self, users: Sequence[str], limit: int = ONLINE_SAMPLE_MAX) -> OnlineSample:
         """How many of ``users`` are online and up to ``limit`` of them (written state only)."""
-        return await self._read(self.store.online_among(users, self._clock(), limit))
+        return await self._read(self.store.online_among(users, limit))
 
     async def _read(self, call: Coroutine[Any, Any, T]) -> T:
         try:
@@ -285,15 +305,13 @@ class PresenceTracker:
             return await self._flush_locked()
 
     async def _flush_locked(self) -> bool:
-        beats, closes = self._beats, self._closes
-        if not beats and not closes:
+        if not self._beats and not self._closes:
             return True
-        self._beats, self._closes = {}, {}
-        urgent, self._urgent = self._urgent, False
+        beats, closes = self._take()
+        urgent, self._urgent = self._urgent, bool(self._beats or self._closes)
         self._last_flush = asyncio.get_running_loop().time()
-        events = [DeviceEvent(user, device, at) for (user, device), at in beats.items()]
-        events += [DeviceEvent(user, device, at, CLOSE) for (user, device), at in closes.items()]
         try:
+            events = await _events(beats, closes)
             async with asyncio.timeout(self._call_timeout_s):
                 transitions = await self.store.apply(events)
         except asyncio.CancelledError:
@@ -302,10 +320,12 @@ class PresenceTracker:
         except Exception as exc:  # noqa: BLE001 - presence is best effort: keep the batch, retry
             self._restore(beats, closes, urgent)
             self._failed_flushes += 1
+            self._batch_limit = max(1, self._batch_limit // 2)
             self._retry_delay = min(max(2 * self._retry_delay, self._flush_interval_s), self._retry_max_s)
             self._outage.failed("writing heartbeats", exc)
             return False
         self._retry_delay = 0.0
+        self._batch_limit = min(self._max_batch, 2 * self._batch_limit)
         self._outage.recovered()
         self._flushes += 1
         self._written += len(events)
@@ -318,6 +338,25 @@ class PresenceTracker:
                 del self._fresh[user]
         self._emit(transitions)
         return True
+
+    def _take(self) -> tuple[dict[Device, int], dict[Device, int]]:
+        """What the next store call writes: everything, or the batch limit's worth (closes first,
+        each with its device's waiting heartbeat) so one call stays inside its timeout. What is
+        left is marked urgent: written batch after batch, ``prompt_s`` apart."""
+        limit = self._batch_limit
+        if len(self._beats) + len(self._closes) <= limit:
+            taken = self._beats, self._closes
+            self._beats, self._closes = {}, {}
+            return taken
+        beats: dict[Device, int] = {}
+        closes: dict[Device, int] = {}
+        for key in list(itertools.islice(self._closes, max(1, limit // 2))):
+            closes[key] = self._closes.pop(key)
+            if key in self._beats:
+                beats[key] = self._beats.pop(key)
+        for key in list(itertools.islice(self._beats, max(0, limit - len(beats) - len(closes)))):
+            beats[key] = self._beats.pop(key)
+        return beats, closes
 
     def _restore(self, beats: dict[Device, int], closes: dict[Device, int], urgent: bool) -> None:
         """Put a batch that was not written back, behind anything newer that arrived meanwhile."""

@@ -11,8 +11,9 @@ adapter runs the same rules in atomic scripts), checked for both by one contract
   is before ``now``, at most ``limit`` per call, in O(expired) (a sorted set of deadlines, not a
   scan); only the sweeper (one leader per cluster) calls it.
 * :meth:`PresenceStore.query` and :meth:`PresenceStore.online_among` read in one round trip:
-  a user is online iff a device heartbeated within ``timeout_ms`` of ``now``.
-* ``last_seen`` is kept for ``retention_ms`` (30 days by default) after the user's last write.
+  a user is online iff a device is recorded (so a dropped device reads online until the sweep
+  after its deadline, and queries agree with the transitions pushed).
+* ``last_seen`` of an offline user is kept for ``retention_ms`` (30 days by default).
 * Failures (the store unreachable, no reply in time) raise :class:`PresenceUnavailable` within
   the adapter's timeouts; a batch whose reply was lost may or may not have been applied.
 """
@@ -47,11 +48,11 @@ class PresenceStore(Protocol):
         """Remove up to ``limit`` devices past their deadline; the users that went offline."""
         ...
 
-    async def query(self, users: Sequence[str], now_ms: int) -> dict[str, UserPresence]:
+    async def query(self, users: Sequence[str]) -> dict[str, UserPresence]:
         """Every user asked for (never-seen users: offline, last_seen None), in one round trip."""
         ...
 
-    async def online_among(self, users: Sequence[str], now_ms: int, limit: int) -> OnlineSample:
+    async def online_among(self, users: Sequence[str], limit: int) -> OnlineSample:
         """How many of ``users`` are online, and the first ``limit`` of them, in order asked."""
         ...
 

@@ -38,12 +38,12 @@ class MemoryPresenceStore:
     async def expire(self, now_ms: int, limit: int) -> Expiry:
         return self._state.expire(now_ms, limit)
 
-    async def query(self, users: Sequence[str], now_ms: int) -> dict[str, UserPresence]:
+    async def query(self, users: Sequence[str]) -> dict[str, UserPresence]:
         state = self._state
-        return {u: state.presence(u, now_ms) for u in users}
+        return {u: state.presence(u) for u in users}
 
-    async def online_among(self, users: Sequence[str], now_ms: int, limit: int) -> OnlineSample:
-        return self._state.online_among(users, now_ms, limit)
+    async def online_among(self, users: Sequence[str], limit: int) -> OnlineSample:
+        return self._state.online_among(users, limit)
 
     async def ping(self) -> None:
         return None

@@ -1,12 +1,14 @@
 """Redis PresenceStore (``redis.asyncio`` with hiredis): presence shared by every node.
 
-The rules are those of presence/state.py, run by the Lua scripts of
-:mod:`presence.store.redis_scripts` (key layout there), each atomic in Redis.
+The rules are those of presence/state.py. Writes and expiry run the Lua scripts of
+:mod:`presence.store.redis_scripts` (key layout there), each atomic in Redis: a plain heartbeat
+costs one ``ZADD`` inside the script, and every user has one summary string, so queries are
+plain ``MGET``s with no script.
 
-Round trips. Every call is one round trip: a batch is cut into scripts of at most ``chunk``
-events or users (so one script never holds Redis for long, other clients get served between
-them) and the scripts go out in one pipeline. Scripts are sent by SHA; after a Redis restart
-(``NOSCRIPT``) they are loaded again and only the refused ones re-sent, once.
+Round trips. Every call is one round trip: a batch is cut into commands of at most ``chunk``
+events or users (so one script never holds Redis for long: other clients are served between
+them) and the commands go out in one write on one pooled connection. Scripts are sent by SHA;
+after a Redis restart (``NOSCRIPT``) they are loaded again and only the refused ones re-sent.
 
 Failures. No hidden retries (``Retry(NoBackoff(), 0)``): a call either answers or raises
 :class:`~presence.store.base.PresenceUnavailable` within about ``connect_timeout_s +
@@ -20,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from hiredis import pack_command
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from presence.state import (
@@ -46,6 +49,8 @@ from presence.store import redis_scripts
 from presence.store.base import PresenceUnavailable
 
 _FAILURES = (RedisError, OSError, TimeoutError)
+# A summary is b"1:<last_seen>" (online) or b"0:<last_seen>"; its first byte, compared as an int.
+_ONLINE = ord("1")
 
 
 class _Script:
@@ -58,7 +63,6 @@ class _Script:
 
 _APPLY = _Script(redis_scripts.APPLY)
 _EXPIRE = _Script(redis_scripts.EXPIRE)
-_QUERY = _Script(redis_scripts.QUERY)
 
 
 class RedisPresenceStore:
@@ -86,7 +90,7 @@ class RedisPresenceStore:
         self._prefix = prefix.encode()
         self._deadlines = self._prefix + b"deadlines"
         self._timeout_ms = timeout_ms
-        self._retention = b"%d" % retention_ms
+        self._retention = retention_ms
         # Events or users per script: bounds how long one script holds Redis.
         self._chunk = chunk
         # One overall deadline per call, beyond the socket timeouts (a pool wait included).
@@ -120,48 +124,53 @@ class RedisPresenceStore:
     async def apply(self, events: Sequence[DeviceEvent]) -> list[Transition]:
         if not events:
             return []
-        head = [self._prefix, b"%d" % self._timeout_ms, self._retention]
-        calls: list[list[Any]] = []
-        for i in range(0, len(events), self._chunk):
-            args: list[Any] = list(head)
-            for e in events[i : i + self._chunk]:
-                args += (b"h" if e.kind == HEARTBEAT else b"c", e.user, e.device, e.at_ms)
-            calls.append(args)
+        head = (self._prefix, self._timeout_ms, self._retention)
+
+        def calls() -> Iterator[list[Any]]:  # built one chunk at a time, between writes
+            for i in range(0, len(events), self._chunk):
+                args: list[Any] = [*head]
+                for e in events[i : i + self._chunk]:
+                    args += (b"h" if e.kind == HEARTBEAT else b"c", e.user, e.device, e.at_ms)
+                yield args
+
         out: list[Transition] = []
-        for reply in await self._run(_APPLY, calls):
+        for reply in await self._run(_APPLY, calls()):
             for j in range(0, len(reply), 3):
                 status: Status = ONLINE if reply[j + 1] else OFFLINE
                 out.append(Transition(reply[j].decode(), status, int(reply[j + 2])))
         return out
 
     async def expire(self, now_ms: int, limit: int) -> Expiry:
-        (reply,) = await self._run(_EXPIRE, [[self._prefix, self._timeout_ms, now_ms, limit]])
+        (reply,) = await self._run(_EXPIRE, [[self._prefix, self._timeout_ms, now_ms, limit, self._retention]])
         transitions = [Transition(reply[j].decode(), OFFLINE, int(reply[j + 1])) for j in range(1, len(reply), 2)]
         return Expiry(transitions, bool(reply[0]))
 
     # Reads
 
-    async def query(self, users: Sequence[str], now_ms: int) -> dict[str, UserPresence]:
+    async def query(self, users: Sequence[str]) -> dict[str, UserPresence]:
         out: dict[str, UserPresence] = {}
-        for user, (online, seen) in zip(users, await self._statuses(users, now_ms)):
-            if seen is None:
+        for user, summary in zip(users, await self._summaries(users)):
+            if summary is None:
                 out[user] = NEVER_SEEN
             else:
-                out[user] = UserPresence(ONLINE if online else OFFLINE, int(seen))
+                out[user] = UserPresence(ONLINE if summary[0] == _ONLINE else OFFLINE, int(summary[2:]))
         return out
 
-    async def online_among(self, users: Sequence[str], now_ms: int, limit: int) -> OnlineSample:
+    async def online_among(self, users: Sequence[str], limit: int) -> OnlineSample:
         users = list(dict.fromkeys(users))
-        online = [u for u, (live, _) in zip(users, await self._statuses(users, now_ms)) if live]
+        online = [u for u, s in zip(users, await self._summaries(users)) if s is not None and s[0] == _ONLINE]
         return OnlineSample(len(online), online[:limit])
 
-    async def _statuses(self, users: Sequence[str], now_ms: int) -> list[tuple[int, bytes | None]]:
-        if not users:
-            return []
-        head = [self._prefix, self._timeout_ms, now_ms]
-        calls = [head + list(users[i : i + self._chunk]) for i in range(0, len(users), self._chunk)]
-        flat = [x for reply in await self._run(_QUERY, calls, keys=0) for x in reply]
-        return list(zip(flat[0::2], flat[1::2]))
+    async def _summaries(self, users: Sequence[str]) -> list[bytes | None]:
+        """Every user's summary (None: never seen): MGETs of ``chunk`` keys, in one write."""
+        prefix = self._prefix + b"s:"
+        commands = [(b"MGET", *[prefix + u.encode() for u in users[i : i + self._chunk]]) for i in range(0, len(users), self._chunk)]
+        try:
+            async with asyncio.timeout(self._call_timeout_s):
+                replies = await self._pipelined(commands)
+        except _FAILURES as exc:
+            raise _unavailable(exc) from None
+        return [value for reply in _checked(replies) for value in reply]
 
     # Plumbing
 
@@ -198,36 +207,61 @@ class RedisPresenceStore:
         except _FAILURES:
             pass  # closing: nothing left to do with a Redis that does not answer
 
-    async def _run(self, script: _Script, calls: list[list[Any]], *, keys: int = 1) -> list[Any]:
-        """EVALSHA ``script`` once per argument list, pipelined: one round trip (two after a
-        Redis restart forgot the script). ``keys`` = 1 passes the deadlines key as KEYS[1]."""
-        key_args = [1, self._deadlines] if keys else [0]
+    async def _run(self, script: _Script, calls: Iterable[list[Any]]) -> list[Any]:
+        """EVALSHA ``script`` once per argument list (KEYS[1] = the deadlines), in one write:
+        one round trip (two after a Redis restart forgot the script)."""
+        sent: list[tuple[Any, ...]] = []
+
+        def commands() -> Iterator[tuple[Any, ...]]:
+            for args in calls:
+                sent.append((b"EVALSHA", script.sha, 1, self._deadlines, *args))
+                yield sent[-1]
+
         try:
             async with asyncio.timeout(self._call_timeout_s):
-                replies = await self._pipelined(script.sha, key_args, calls)
+                replies = await self._pipelined(commands())
                 missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
                 if missing:
                     await self._redis.script_load(script.source)
-                    again = await self._pipelined(script.sha, key_args, [calls[i] for i in missing])
+                    again = await self._pipelined(sent[i] for i in missing)
                     for i, reply in zip(missing, again):
                         replies[i] = reply
         except _FAILURES as exc:
             raise _unavailable(exc) from None
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise _unavailable(reply)
+        return _checked(replies)
+
+    async def _pipelined(self, commands: Iterable[tuple[Any, ...]]) -> list[Any]:
+        """Write the commands back to back, then read their replies in order (error replies
+        are returned, not raised): one round trip. Between two commands the loop gets a turn,
+        so a flush of many thousand events never stalls the node's other sockets for long.
+        Packed by hiredis: redis-py's own packer is pure Python, most of a 1,000-user query."""
+        conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            count = 0
+            for command in commands:
+                if count:
+                    await asyncio.sleep(0)
+                await conn.send_packed_command(pack_command(command))
+                count += 1
+            replies: list[Any] = []
+            for _ in range(count):
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:  # NOSCRIPT among them
+                    replies.append(exc)
+        except BaseException:
+            await conn.disconnect(nowait=True)  # replies may be half read: never reuse it
+            raise
+        finally:
+            await self._pool.release(conn)
         return replies
 
-    async def _pipelined(self, sha: str, key_args: list[Any], calls: list[list[Any]]) -> list[Any]:
-        if len(calls) == 1:  # no pipeline object for the common case
-            try:
-                return [await self._redis.execute_command("EVALSHA", sha, *key_args, *calls[0])]  # type: ignore[no-untyped-call]
-            except NoScriptError as exc:
-                return [exc]
-        pipe = self._redis.pipeline(transaction=False)
-        for args in calls:
-            pipe.execute_command("EVALSHA", sha, *key_args, *args)
-        return list(await pipe.execute(raise_on_error=False))
+
+def _checked(replies: list[Any]) -> list[Any]:
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise _unavailable(reply)
+    return replies
 
 
 def _unavailable(exc: BaseException) -> PresenceUnavailable:

@@ -89,13 +89,13 @@ class CountingStore:
         self._count("expire")
         return await self.inner.expire(now_ms, limit)
 
-    async def query(self, users: Sequence[str], now_ms: int) -> dict[str, UserPresence]:
+    async def query(self, users: Sequence[str]) -> dict[str, UserPresence]:
         self._count("query")
-        return await self.inner.query(users, now_ms)
+        return await self.inner.query(users)
 
-    async def online_among(self, users: Sequence[str], now_ms: int, limit: int) -> OnlineSample:
+    async def online_among(self, users: Sequence[str], limit: int) -> OnlineSample:
         self._count("online_among")
-        return await self.inner.online_among(users, now_ms, limit)
+        return await self.inner.online_among(users, limit)
 
     async def ping(self) -> None:
         await self.inner.ping()

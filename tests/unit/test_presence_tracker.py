@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
 
-from presence.state import CLOSE, HEARTBEAT, OFFLINE, ONLINE, Transition, UserPresence
+from presence.state import (
+    CLOSE,
+    HEARTBEAT,
+    OFFLINE,
+    ONLINE,
+    DeviceEvent,
+    Transition,
+    UserPresence,
+)
+from presence.store.base import PresenceUnavailable
 from presence.store.memory import MemoryPresenceStore
 from presence.tracker import PresenceTracker
 from tests.support.presence import T0, CountingStore, FakeClock, Transitions
@@ -204,6 +213,46 @@ async def test_pending_devices_are_bounded(make: Callable[..., PresenceTracker],
     assert [e.user for e in store.batches[0]] == ["u0", "u1", "u2"]
 
 
+async def test_a_large_backlog_is_written_in_bounded_batches_with_each_close_beside_its_heartbeat(
+    make: Callable[..., PresenceTracker], store: CountingStore, transitions: Transitions
+) -> None:
+    tracker = make(max_batch=3, prompt_s=0.0, flush_interval_s=3600)
+    for i in range(5):
+        await tracker.connected(f"u{i}", "s")
+    await tracker.disconnected("u4", "s")
+    await store.wait_call("apply", 2)
+    assert [len(b) for b in store.batches] == [3, 3]
+    assert [(e.kind, e.user) for e in store.batches[0]] == [(HEARTBEAT, "u4"), (HEARTBEAT, "u0"), (CLOSE, "u4")]
+    assert tracker.stats().pending == 0
+    assert [t.user for t in transitions.got if t.status == ONLINE] == ["u4", "u0", "u1", "u2", "u3"]
+
+
+class SmallBatchStore(CountingStore):
+    """A loaded store: any call with more than ``fits`` events times out."""
+
+    fits = 4
+
+    async def apply(self, events: Sequence[DeviceEvent]) -> list[Transition]:
+        if len(events) > self.fits:
+            self.batches.append(list(events))
+            self._count("apply")
+            raise PresenceUnavailable("no reply in time")
+        return await super().apply(events)
+
+
+async def test_a_batch_too_big_for_the_store_is_halved_until_it_fits(
+    make: Callable[..., PresenceTracker], transitions: Transitions
+) -> None:
+    store = SmallBatchStore(MemoryPresenceStore(timeout_ms=TIMEOUT_MS))
+    tracker = make(store=store, max_batch=16, retry_max_s=0.0)
+    for i in range(10):
+        await tracker.connected(f"u{i}", "s")
+    await transitions.until(lambda: len(transitions.got) == 10)
+    # 10 (refused), 8 (refused), 4, then 6 left: 8 allowed again but 6 > 4 refused, 4, 2.
+    assert [len(b) for b in store.batches] == [10, 8, 4, 6, 4, 2]
+    assert tracker.stats().pending == 0
+
+
 async def test_the_sweeper_runs_only_while_leading(
     make: Callable[..., PresenceTracker], store: CountingStore, clock: FakeClock, transitions: Transitions
 ) -> None:
@@ -215,7 +264,7 @@ async def test_the_sweeper_runs_only_while_leading(
     clock.advance(TIMEOUT_MS + 1)
     await leader.wait_asked(leader.asked + 5)  # five sweeper ticks, each asked whether it leads
     assert store.calls.get("expire", 0) == 0 and [t.status for t in transitions.got] == [ONLINE]
-    assert (await tracker.query(["alice"]))["alice"] == UserPresence(OFFLINE, T0)  # stale, not yet swept
+    assert (await tracker.query(["alice"]))["alice"] == UserPresence(ONLINE, T0)  # recorded until swept
     leader.leading = True
     assert await transitions.wait_for("alice", OFFLINE) == Transition("alice", OFFLINE, T0)
 
@@ -252,7 +301,7 @@ async def test_close_writes_what_is_pending(make: Callable[..., PresenceTracker]
     await tracker.disconnected("alice", "s1")
     await tracker.close()
     assert [t.status for t in transitions.got] == [ONLINE, OFFLINE]
-    assert (await store.query(["alice"], T0))["alice"].status == OFFLINE
+    assert (await store.query(["alice"]))["alice"].status == OFFLINE
 
 
 async def test_online_among_and_fanout_rule(make: Callable[..., PresenceTracker]) -> None:
