@@ -1,6 +1,6 @@
 """Presence as pure state: device events and an injected ``now`` in, transitions out.
 
-No I/O and no asyncio: every function takes the time (milliseconds since the Unix epoch) it
+No I/O and no asyncio: every event and sweep takes the time (ms since the Unix epoch) it
 should act at, so timeouts are tested without sleeping and every store computes the same thing.
 
 Contract (the Redis store's scripts implement the same rules; one contract suite checks both):

@@ -11,9 +11,11 @@ The gateway calls the tracker and never the store. Contract:
   trips per second.
 * A batch writes heartbeats first, then closes, so a close always wins (a device id is one
   socket's: it is never reused after its close). A failed flush keeps its batch for the next
-  one (retried with capped backoff). At most ``max_pending`` devices wait: past it
-  new entries are dropped (a dropped hello is made good by the device's next heartbeat, a
-  dropped close becomes a timeout). Store failures are logged once per outage.
+  one (retried with capped backoff, the batch halved each time down to what the store answers
+  in time). At most ``max_pending`` devices wait: past it new entries are dropped (a dropped
+  hello is made good by the device's next heartbeat, a dropped close becomes a timeout).
+  Store failures are logged once per outage. Events after :meth:`~PresenceTracker.close` are
+  ignored: close the tracker after the sockets.
 * Every transition this node's writes or sweeps caused goes to ``on_transition`` (called on the
   loop, after the store confirmed it; it must not block). Each transition in the cluster is
   reported by exactly one node, so the caller publishes it to every node. A batch whose reply
@@ -131,8 +133,8 @@ class PresenceTracker:
         # Limits
         max_pending: int = 100_000,
         max_batch: int = 20_000,
-        sweep_batch: int = 1000,
-        sweep_batches: int = 10,
+        sweep_batch: int = 250,
+        sweep_batches: int = 40,
     ) -> None:
         if store.timeout_ms < 2 * heartbeat_s * 1000:
             # A device heartbeating on time would go offline whenever one heartbeat is late.
@@ -156,9 +158,11 @@ class PresenceTracker:
         # within the timeout of a loaded store would otherwise fail forever), doubled back
         # after each success.
         self._batch_limit = max_batch
+        # Devices per expire call (one script: bounds how long it holds the store), and calls
+        # per tick (a crashed node's sockets all expire in the same second).
         self._sweep_batch = sweep_batch
         self._sweep_batches = sweep_batches
-        # Not yet written: newest heartbeat per device, and clean closes (a close drops the beat).
+        # Not yet written: the newest heartbeat per device, and clean closes.
         self._beats: dict[Device, int] = {}
         self._closes: dict[Device, int] = {}
         # A hello or close waits: flush after prompt_s instead of flush_interval_s.
@@ -236,7 +240,7 @@ class PresenceTracker:
         key = (user, device)
         # A heartbeat still waiting is written too, before the close (a batch writes closes
         # last): a socket that lived less than a flush still leaves its last_seen.
-        if key not in self._closes and not self._room():
+        if self._closed or (key not in self._closes and not self._room()):
             return
         self._closes[key] = at = self._clock()
         fresh = self._fresh.get(user)
@@ -248,7 +252,7 @@ class PresenceTracker:
         if not user or not device:
             raise ValueError("user and device must be non-empty")
         key = (user, device)
-        if key not in self._beats and not self._room():
+        if self._closed or (key not in self._beats and not self._room()):
             return None
         self._beats[key] = at = self._clock()
         self._wake(urgent)
@@ -270,7 +274,6 @@ class PresenceTracker:
         elif len(self._beats) + len(self._closes) == 1:
             self._nudge.set()  # the first pending event: the flusher was idle
         self._spawn()
-
 
     # Queries
 
@@ -300,7 +303,8 @@ class PresenceTracker:
     # Writing
 
     async def flush(self) -> bool:
-        """Write everything pending now in one store call; False if it failed (the batch is kept)."""
+        """Write what is pending now (up to the batch limit) in one store call; False if that
+        failed (the batch is kept)."""
         async with self._flush_lock:
             return await self._flush_locked()
 

@@ -81,8 +81,8 @@ async def start_tracker(stack: AsyncExitStack, store: Any, **kwargs: Any) -> Pre
 async def test_heartbeats_of_10k_sockets_cost_one_round_trip_per_flush(
     private_redis: PrivateRedis, admin: Redis, stack: AsyncExitStack, clock: FakeClock
 ) -> None:
-    # One script per flush (chunk above the batch size), so EVALSHA calls are round trips.
-    store = await stack.enter_async_context(redis_store(private_redis.url, chunk=100_000))
+    # One script per flush (more events per script than a flush holds): EVALSHA calls = round trips.
+    store = await stack.enter_async_context(redis_store(private_redis.url, events_per_script=100_000))
     tracker = await start_tracker(stack, store, clock=clock, flush_interval_s=0.5, sweep_interval_s=3600)
     devices = [(f"user{i}", f"sock{i}") for i in range(10_000)]
     for user, device in devices:
