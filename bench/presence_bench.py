@@ -69,7 +69,7 @@ async def redis_cpu_s(admin: Redis) -> float:
 
 
 async def heartbeat_phase(
-    tracker: PresenceTracker, store: TimedStore, admin: Redis, devices: list[tuple[str, str]], rate: float, duration: float
+    tracker: PresenceTracker, store: TimedStore, admin: Redis, devices: list[tuple[str, str]], *, rate: float, duration: float
 ) -> dict[str, Any]:
     query_users = [user for user, _ in devices[:QUERY_USERS]]
     under_load = Histogram()
@@ -158,7 +158,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if not await tracker.flush():
             raise SystemExit("presence bench: the hellos could not be written")
         store.flush_times, store.busy_s = Histogram(), 0.0
-        beats = await heartbeat_phase(tracker, store, admin, devices, args.rate, args.duration)
+        beats = await heartbeat_phase(tracker, store, admin, devices, rate=args.rate, duration=args.duration)
         # Query population: online, offline after a clean close, never seen.
         third = QUERY_USERS // 3
         for user, device in devices[third : 2 * third]:
@@ -173,7 +173,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await store.close()
             await admin.aclose()
-    return {"params": {"rate": args.rate, "devices": n, "duration_s": args.duration, "query_s": args.query_s, "flush_interval_s": 0.5}, "heartbeats": beats, "query": queries}
+    params = {"rate": args.rate, "devices": n, "duration_s": args.duration, "query_s": args.query_s, "flush_interval_s": 0.5}
+    return {"params": params, "heartbeats": beats, "query": queries}
 
 
 def main() -> None:

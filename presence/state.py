@@ -130,10 +130,8 @@ class PresenceState:
         """Apply heartbeats and closes in order; the transitions they caused, in order."""
         out: list[Transition] = []
         for event in events:
-            if event.kind == HEARTBEAT:
-                change = self.heartbeat(event.user, event.device, event.at_ms)
-            else:
-                change = self.close(event.user, event.device, event.at_ms)
+            handle = self.heartbeat if event.kind == HEARTBEAT else self.close
+            change = handle(event.user, event.device, event.at_ms)
             if change is not None:
                 out.append(change)
         return out

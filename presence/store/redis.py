@@ -154,7 +154,7 @@ class RedisPresenceStore:
 
     async def query(self, users: Sequence[str]) -> dict[str, UserPresence]:
         out: dict[str, UserPresence] = {}
-        for user, summary in zip(users, await self._summaries(users)):
+        for user, summary in zip(users, await self._summaries(users), strict=True):
             if summary is None:
                 out[user] = NEVER_SEEN
             else:
@@ -163,7 +163,7 @@ class RedisPresenceStore:
 
     async def online_among(self, users: Sequence[str], limit: int) -> OnlineSample:
         users = list(dict.fromkeys(users))
-        online = [u for u, s in zip(users, await self._summaries(users)) if s is not None and s[0] == _ONLINE]
+        online = [u for u, s in zip(users, await self._summaries(users), strict=True) if s is not None and s[0] == _ONLINE]
         return OnlineSample(len(online), online[:limit])
 
     async def _summaries(self, users: Sequence[str]) -> list[bytes | None]:
@@ -230,7 +230,7 @@ class RedisPresenceStore:
                 if missing:
                     await self._redis.script_load(script.source)
                     again = await self._pipelined(sent[i] for i in missing)
-                    for i, reply in zip(missing, again):
+                    for i, reply in zip(missing, again, strict=True):
                         replies[i] = reply
         except _FAILURES as exc:
             raise _unavailable(exc) from None

@@ -172,7 +172,7 @@ def test_a_device_heartbeating_every_half_timeout_never_goes_offline(gaps: list[
     s = state()
     now = T0
     changes = [s.heartbeat("alice", "phone", now)]
-    for gap, offset in zip(gaps, sweep_offsets * len(gaps)):
+    for gap, offset in zip(gaps, sweep_offsets * len(gaps), strict=False):
         # A sweep anywhere between two heartbeats (the next one is at most T/2 away).
         changes += s.expire(now + min(offset, gap), 1000).transitions
         now += gap
