@@ -14,9 +14,9 @@ from presence.state import (
     Transition,
     UserPresence,
 )
+from tests.support.presence import T0
 
 T = 30_000  # timeout_ms
-T0 = 1_732_280_000_000
 
 
 def state() -> PresenceState:
