@@ -32,44 +32,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from presence.state import (
-    CLOSE,
-    OFFLINE,
-    ONLINE,
-    DeviceEvent,
-    OnlineSample,
-    Status,
-    Transition,
-    UserPresence,
-)
+from presence.pending import Batch, PendingWrites
+from presence.state import DeviceEvent, OnlineSample, Transition, UserPresence
 from presence.store.base import PresenceStore, PresenceUnavailable
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Device = tuple[str, str]  # (user, device)
 
 # `GET /v1/channels/{id}/presence` lists at most this many online members.
 ONLINE_SAMPLE_MAX = 100
-
-
-async def _events(beats: dict[Device, int], closes: dict[Device, int]) -> list[DeviceEvent]:
-    """The batch as events, heartbeats first; the loop gets a turn every few thousand, so
-    a large flush never stalls the node's sockets for long."""
-    events: list[DeviceEvent] = []
-    for i, ((user, device), at) in enumerate(beats.items()):
-        if i and not i % 2000:
-            await asyncio.sleep(0)
-        events.append(DeviceEvent(user, device, at))
-    events += [DeviceEvent(user, device, at, CLOSE) for (user, device), at in closes.items()]
-    return events
 
 
 def wall_clock_ms() -> int:
@@ -152,7 +130,6 @@ class PresenceTracker:
         self._retry_max_s = retry_max_s
         self._call_timeout_s = call_timeout_s
         self._close_timeout_s = close_timeout_s
-        self._max_pending = max_pending
         self._max_batch = max_batch
         # Entries per store call now: halved after a failed call (a batch too big to be written
         # within the timeout of a loaded store would otherwise fail forever), doubled back
@@ -162,14 +139,10 @@ class PresenceTracker:
         # per tick (a crashed node's sockets all expire in the same second).
         self._sweep_batch = sweep_batch
         self._sweep_batches = sweep_batches
-        # Not yet written: the newest heartbeat per device, and clean closes.
-        self._beats: dict[Device, int] = {}
-        self._closes: dict[Device, int] = {}
+        # Recorded, not yet written (bounded by max_pending).
+        self._pending = PendingWrites(max_pending)
         # A hello or close waits: flush after prompt_s instead of flush_interval_s.
         self._urgent = False
-        # Devices whose hello is not written yet, user → {device: (ms of its latest event,
-        # closed?)}: queries on this node see them before the store does.
-        self._fresh: dict[str, dict[str, tuple[int, bool]]] = {}
         # Wakes the flusher when its next flush moved earlier (first pending event, or urgent).
         self._nudge = asyncio.Event()
         # One flush at a time, so a device's hello is never overtaken by its close.
@@ -177,14 +150,14 @@ class PresenceTracker:
         self._last_flush = float("-inf")  # loop time the last flush started
         self._retry_delay = 0.0  # after failed flushes: the least gap before the next one
         self._outage = _Outage()
-        self._dropping = False  # max_pending reached (logged once until it drains)
+        self._dropping = False  # max_pending reached: logged once until it drains
         self._flusher: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
-        self._flushes = self._written = self._failed_flushes = self._dropped = self._transitions = 0
+        self._flushes = self._written = self._failed_flushes = self._transitions = 0
 
     def __repr__(self) -> str:
-        return f"<PresenceTracker store={self.store!r} pending={len(self._beats) + len(self._closes)}>"
+        return f"<PresenceTracker store={self.store!r} pending={len(self._pending)}>"
 
     @property
     def heartbeat_interval_ms(self) -> int:
@@ -197,7 +170,7 @@ class PresenceTracker:
 
     def stats(self) -> TrackerStats:
         return TrackerStats(
-            len(self._beats) + len(self._closes), self._flushes, self._written, self._failed_flushes, self._dropped, self._transitions
+            len(self._pending), self._flushes, self._written, self._failed_flushes, self._pending.dropped, self._transitions
         )
 
     # Lifecycle
@@ -227,51 +200,43 @@ class PresenceTracker:
 
     async def connected(self, user: str, device: str) -> None:
         """A socket said hello: its device shows online within ``prompt_s`` and a round trip."""
-        at = self._record(user, device, urgent=True)
-        if at is not None:
-            self._fresh.setdefault(user, {})[device] = (at, False)
+        self._record(user, device, hello=True)
 
     async def heartbeat(self, user: str, device: str) -> None:
         """The device is still there (written within ``flush_interval_s``)."""
-        self._record(user, device, urgent=False)
+        self._record(user, device, hello=False)
 
     async def disconnected(self, user: str, device: str) -> None:
         """A clean close: the device goes offline now (an abrupt drop is left to the timeout)."""
-        key = (user, device)
-        # A heartbeat still waiting is written too, before the close (a batch writes closes
-        # last): a socket that lived less than a flush still leaves its last_seen.
-        if self._closed or (key not in self._closes and not self._room()):
+        # A heartbeat still waiting is written too, before the close: a socket that lived less
+        # than a flush still leaves its last_seen.
+        if self._closed:
             return
-        self._closes[key] = at = self._clock()
-        fresh = self._fresh.get(user)
-        if fresh is not None and device in fresh:
-            fresh[device] = (at, True)
-        self._wake(urgent=True)
+        if self._pending.close(user, device, self._clock()):
+            self._wake(urgent=True)
+        else:
+            self._refused()
 
-    def _record(self, user: str, device: str, *, urgent: bool) -> int | None:
+    def _record(self, user: str, device: str, *, hello: bool) -> None:
         if not user or not device:
             raise ValueError("user and device must be non-empty")
-        key = (user, device)
-        if self._closed or (key not in self._beats and not self._room()):
-            return None
-        self._beats[key] = at = self._clock()
-        self._wake(urgent)
-        return at
+        if self._closed:
+            return
+        if self._pending.beat(user, device, self._clock(), hello=hello):
+            self._wake(urgent=hello)
+        else:
+            self._refused()
 
-    def _room(self) -> bool:
-        if len(self._beats) + len(self._closes) < self._max_pending:
-            return True
-        self._dropped += 1
+    def _refused(self) -> None:
         if not self._dropping:
             self._dropping = True
-            log.warning("presence: %d devices wait to be written; dropping new ones until the store catches up", self._max_pending)
-        return False
+            log.warning("presence: %d devices wait to be written; dropping new ones until the store catches up", self._pending.max_pending)
 
     def _wake(self, urgent: bool) -> None:
         if urgent and not self._urgent:
             self._urgent = True
             self._nudge.set()
-        elif len(self._beats) + len(self._closes) == 1:
+        elif len(self._pending) == 1:
             self._nudge.set()  # the first pending event: the flusher was idle
         self._spawn()
 
@@ -280,13 +245,7 @@ class PresenceTracker:
     async def query(self, users: Sequence[str]) -> dict[str, UserPresence]:
         """Presence of each user (raises PresenceUnavailable if the store does not answer)."""
         result = await self._read(self.store.query(users))
-        for user in self._fresh.keys() & result.keys():
-            current = result[user]
-            if current.status == OFFLINE:
-                devices = self._fresh[user].values()
-                seen = max(at for at, _ in devices)
-                status: Status = OFFLINE if all(closed for _, closed in devices) else ONLINE
-                result[user] = UserPresence(status, max(seen, current.last_seen or seen))
+        self._pending.overlay(result)
         return result
 
     async def online_among(self, users: Sequence[str], limit: int = ONLINE_SAMPLE_MAX) -> OnlineSample:
@@ -309,22 +268,24 @@ class PresenceTracker:
             return await self._flush_locked()
 
     async def _flush_locked(self) -> bool:
-        if not self._beats and not self._closes:
+        if not self._pending:
             return True
-        beats, closes = self._take()
-        urgent, self._urgent = self._urgent, bool(self._beats or self._closes)
+        batch = self._pending.take(self._batch_limit)
+        urgent, self._urgent = self._urgent, bool(self._pending)  # a rest is written right after
         self._last_flush = asyncio.get_running_loop().time()
         try:
-            events = await _events(beats, closes)
+            events: list[DeviceEvent] = []
+            for part in batch.events(2000):
+                events += part
+                await asyncio.sleep(0)  # thousands of devices: let the node's sockets have a turn
             async with asyncio.timeout(self._call_timeout_s):
                 transitions = await self.store.apply(events)
         except asyncio.CancelledError:
-            self._restore(beats, closes, urgent)
+            self._failed(batch, urgent)
             raise
         except Exception as exc:  # noqa: BLE001 - presence is best effort: keep the batch, retry
-            self._restore(beats, closes, urgent)
+            self._failed(batch, urgent)
             self._failed_flushes += 1
-            self._batch_limit = max(1, self._batch_limit // 2)
             self._retry_delay = min(max(2 * self._retry_delay, self._flush_interval_s), self._retry_max_s)
             self._outage.failed("writing heartbeats", exc)
             return False
@@ -333,51 +294,23 @@ class PresenceTracker:
         self._outage.recovered()
         self._flushes += 1
         self._written += len(events)
-        if self._dropping and len(self._beats) + len(self._closes) < self._max_pending // 2:
+        self._pending.written(batch)
+        if self._dropping and len(self._pending) < self._pending.max_pending // 2:
             self._dropping = False
-        for user, devices in list(self._fresh.items()):
-            for device in [d for d in devices if (user, d) in beats]:
-                del devices[device]
-            if not devices:
-                del self._fresh[user]
         self._emit(transitions)
         return True
 
-    def _take(self) -> tuple[dict[Device, int], dict[Device, int]]:
-        """What the next store call writes: everything, or the batch limit's worth (closes first,
-        each with its device's waiting heartbeat) so one call stays inside its timeout. What is
-        left is marked urgent: written batch after batch, ``prompt_s`` apart."""
-        limit = self._batch_limit
-        if len(self._beats) + len(self._closes) <= limit:
-            taken = self._beats, self._closes
-            self._beats, self._closes = {}, {}
-            return taken
-        beats: dict[Device, int] = {}
-        closes: dict[Device, int] = {}
-        for key in list(itertools.islice(self._closes, max(1, limit // 2))):
-            closes[key] = self._closes.pop(key)
-            if key in self._beats:
-                beats[key] = self._beats.pop(key)
-        for key in list(itertools.islice(self._beats, max(0, limit - len(beats) - len(closes)))):
-            beats[key] = self._beats.pop(key)
-        return beats, closes
-
-    def _restore(self, beats: dict[Device, int], closes: dict[Device, int], urgent: bool) -> None:
-        """Put a batch that was not written back, behind anything newer that arrived meanwhile."""
-        for key, at in beats.items():
-            if key not in self._beats and self._room():
-                self._beats[key] = at
-        for key, at in closes.items():
-            if key not in self._closes and self._room():
-                self._closes[key] = at
+    def _failed(self, batch: Batch, urgent: bool) -> None:
+        self._pending.restore(batch)
         self._urgent = self._urgent or urgent
+        self._batch_limit = max(1, self._batch_limit // 2)
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             self._nudge.clear()
             wait: float | None = None  # nothing pending: until an event nudges
-            if self._beats or self._closes:
+            if self._pending:
                 gap = max(self._prompt_s if self._urgent else self._flush_interval_s, self._retry_delay)
                 wait = self._last_flush + gap - loop.time()
                 if wait <= 0:
