@@ -101,7 +101,7 @@ async def heartbeat_phase(
         due = int((now - t0) * rate)
         while sent < due:
             user, device = devices[sent % n]
-            await tracker.heartbeat(user, device)
+            tracker.heartbeat(user, device)
             sent += 1
         await asyncio.sleep(0.005)  # the load generator's tick
     elapsed = loop.time() - t0

@@ -2,9 +2,10 @@
 
 The gateway calls the tracker and never the store. Contract:
 
-* :meth:`PresenceTracker.connected` (the socket's hello), :meth:`~PresenceTracker.heartbeat` and
-  :meth:`~PresenceTracker.disconnected` (a clean close) return at once: they record the event
-  in memory and never wait on the store or raise because of it. One flusher task writes what
+* :meth:`PresenceTracker.connected` (the socket's hello), :meth:`~PresenceTracker.heartbeat`
+  (a plain function: the hot path) and :meth:`~PresenceTracker.disconnected` (a clean close)
+  return at once: they record the event in memory and never wait on the store or raise
+  because of it. One flusher task writes what
   is pending in **one** store call (up to ``max_batch`` devices): hellos and closes within
   ``prompt_s``, plain heartbeats within ``flush_interval_s`` (the newest heartbeat of a device
   wins), so 10,000 sockets heartbeating every 5 s cost about ``1 / flush_interval_s`` round
@@ -202,8 +203,9 @@ class PresenceTracker:
         """A socket said hello: its device shows online within ``prompt_s`` and a round trip."""
         self._record(user, device, hello=True)
 
-    async def heartbeat(self, user: str, device: str) -> None:
-        """The device is still there (written within ``flush_interval_s``)."""
+    def heartbeat(self, user: str, device: str) -> None:
+        """The device is still there (written within ``flush_interval_s``). Not a coroutine:
+        the gateway answers a heartbeat frame without awaiting anything."""
         self._record(user, device, hello=False)
 
     async def disconnected(self, user: str, device: str) -> None:

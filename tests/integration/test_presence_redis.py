@@ -95,7 +95,7 @@ async def test_heartbeats_of_10k_sockets_cost_one_round_trip_per_flush(
     sent = 0
     for tick in range(200):
         for user, device in devices[sent % len(devices) : sent % len(devices) + 20]:
-            await tracker.heartbeat(user, device)
+            tracker.heartbeat(user, device)
             sent += 1
         clock.advance(10)
         await asyncio.sleep(started + (tick + 1) * 0.01 - time.monotonic())  # pacing the load, not waiting
@@ -138,7 +138,7 @@ async def test_a_user_online_on_node_a_reads_online_on_node_b_and_offline_after_
     assert (await b.online_among(["bob", "alice"])).users == ["alice"]
 
     clock.advance(5000)
-    await a.heartbeat("alice", "phone")
+    a.heartbeat("alice", "phone")
     assert await a.flush()
     clock.advance(TIMEOUT_MS)  # exactly at the deadline of the last heartbeat: still online
     sweeps = store_b.calls.get("expire", 0)
@@ -206,7 +206,7 @@ async def test_heartbeats_never_wait_for_a_redis_that_stopped_answering(
     try:
         started = time.monotonic()
         for i in range(2000):
-            await tracker.heartbeat("alice", "s1")
+            tracker.heartbeat("alice", "s1")
             await tracker.connected(f"u{i}", "s1")
         assert time.monotonic() - started < 0.5  # recorded in memory: no caller waited on Redis
         failed = store.calls["apply"]

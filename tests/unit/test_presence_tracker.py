@@ -107,7 +107,7 @@ async def test_heartbeats_of_many_devices_are_written_in_one_call(
     clock.advance(5000)
     for _ in range(3):  # every device heartbeats three times before the next flush
         for i in range(1000):
-            await tracker.heartbeat(f"u{i}", "s")
+            tracker.heartbeat(f"u{i}", "s")
         clock.advance(1)
     await store.wait_call("apply", 2)
     batch = store.batches[1]
@@ -120,11 +120,11 @@ async def test_plain_heartbeats_wait_for_the_flush_interval(make: Callable[..., 
     tracker = make(flush_interval_s=3600)
     await tracker.connected("alice", "s1")
     await store.wait_call("apply", 1)
-    await tracker.heartbeat("alice", "s1")
+    tracker.heartbeat("alice", "s1")
     await tracker.connected("bob", "s1")  # a hello takes the waiting heartbeat along
     await store.wait_call("apply", 2)
     assert [(e.user, e.kind) for e in store.batches[1]] == [("alice", HEARTBEAT), ("bob", HEARTBEAT)]
-    await tracker.heartbeat("alice", "s1")
+    tracker.heartbeat("alice", "s1")
     assert tracker.stats().pending == 1 and store.calls["apply"] == 2
     assert await tracker.flush()
     assert tracker.stats().pending == 0 and store.calls["apply"] == 3
@@ -174,7 +174,7 @@ async def test_a_failed_flush_keeps_its_batch_and_logs_once_per_outage(
         await store.wait_call("apply", 4)  # several failed attempts, retried without being asked
         assert transitions.got == [] and tracker.stats().pending == 2
         assert (await tracker.query(["alice"]))["alice"].status == ONLINE  # still counted here
-        await tracker.heartbeat("alice", "s1")  # newer than the kept one: wins
+        tracker.heartbeat("alice", "s1")  # newer than the kept one: wins
         store.failing = set()
         await transitions.until(lambda: len(transitions.got) == 2)
     assert transitions.got == [Transition("alice", ONLINE, T0 + 10), Transition("bob", ONLINE, T0 + 10)]
@@ -191,7 +191,7 @@ async def test_a_close_that_arrives_during_an_outage_is_written_after_the_kept_h
     tracker = make(prompt_s=3600, flush_interval_s=3600)
     await tracker.connected("alice", "s1")
     assert await tracker.flush()
-    await tracker.heartbeat("alice", "s1")
+    tracker.heartbeat("alice", "s1")
     store.failing = {"apply"}
     assert not await tracker.flush()
     await tracker.disconnected("alice", "s1")
@@ -206,7 +206,7 @@ async def test_pending_devices_are_bounded(make: Callable[..., PresenceTracker],
     tracker = make(max_pending=3, prompt_s=3600, flush_interval_s=3600)
     for i in range(5):
         await tracker.connected(f"u{i}", "s")
-    await tracker.heartbeat("u0", "s")  # replaces a waiting entry: still accepted
+    tracker.heartbeat("u0", "s")  # replaces a waiting entry: still accepted
     stats = tracker.stats()
     assert (stats.pending, stats.dropped) == (3, 2)
     assert await tracker.flush()
