@@ -5,11 +5,10 @@ The gateway calls the tracker and never the store. Contract:
 * :meth:`PresenceTracker.connected` (the socket's hello), :meth:`~PresenceTracker.heartbeat`
   (a plain function: the hot path) and :meth:`~PresenceTracker.disconnected` (a clean close)
   return at once: they record the event in memory and never wait on the store or raise
-  because of it. One flusher task writes what
-  is pending in **one** store call (up to ``max_batch`` devices): hellos and closes within
-  ``prompt_s``, plain heartbeats within ``flush_interval_s`` (the newest heartbeat of a device
-  wins), so 10,000 sockets heartbeating every 5 s cost about ``1 / flush_interval_s`` round
-  trips per second.
+  because of it. One flusher task writes what is pending in **one** store call (up to
+  ``max_batch`` devices): hellos and closes within ``prompt_s``, plain heartbeats within
+  ``flush_interval_s`` (the newest heartbeat of a device wins), so 10,000 sockets heartbeating
+  every 5 s cost about ``1 / flush_interval_s`` round trips per second.
 * A batch writes heartbeats first, then closes, so a close always wins (a device id is one
   socket's: it is never reused after its close). A failed flush keeps its batch for the next
   one (retried with capped backoff, the batch halved each time down to what the store answers
@@ -210,10 +209,10 @@ class PresenceTracker:
 
     async def disconnected(self, user: str, device: str) -> None:
         """A clean close: the device goes offline now (an abrupt drop is left to the timeout)."""
-        # A heartbeat still waiting is written too, before the close: a socket that lived less
-        # than a flush still leaves its last_seen.
         if self._closed:
             return
+        # A heartbeat still waiting is written too, before the close: a socket that lived less
+        # than a flush still leaves its last_seen.
         if self._pending.close(user, device, self._clock()):
             self._wake(urgent=True)
         else:
