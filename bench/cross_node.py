@@ -23,14 +23,7 @@ from typing import Any
 
 from bench.harness import cluster
 from bench.harness.load import SendRun
-from bench.harness.measure import (
-    CpuSplit,
-    headline,
-    parse_args,
-    report,
-    us_per,
-    verdict,
-)
+from bench.harness.measure import CpuSplit, headline, parse_args, report, us_per, verdict
 from bench.harness.node import Node, add_node_args, pin_client
 from bench.harness.profile import PySpy, print_profile
 from bench.harness.wire import Peer, close_all, open_peer

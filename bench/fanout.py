@@ -35,15 +35,7 @@ from typing import Any
 
 from bench.harness.crowd import Crowd, spread_sources
 from bench.harness.load import open_loop
-from bench.harness.measure import (
-    CpuSplit,
-    Histogram,
-    headline,
-    parse_args,
-    report,
-    us_per,
-    verdict,
-)
+from bench.harness.measure import CpuSplit, Histogram, headline, parse_args, report, us_per, verdict
 from bench.harness.node import Target, add_node_args, node_from_args
 from bench.harness.profile import PySpy, print_profile
 from bench.harness.wire import HEARTBEAT, Peer, json_frame, open_peer

@@ -34,16 +34,7 @@ import orjson
 
 from bench.harness import cluster
 from bench.harness.load import closed_loop, open_loop
-from bench.harness.measure import (
-    ROOT,
-    CpuSplit,
-    Histogram,
-    headline,
-    parse_args,
-    report,
-    us_per,
-    verdict,
-)
+from bench.harness.measure import ROOT, CpuSplit, Histogram, headline, parse_args, report, us_per, verdict
 from bench.harness.node import Node, add_node_args, pin_client
 from bench.harness.profile import PySpy, print_profile
 from bench.harness.wire import close_all, json_frame, open_peer

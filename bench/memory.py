@@ -25,14 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.harness.crowd import Crowd, spread_sources
-from bench.harness.measure import (
-    CpuSplit,
-    headline,
-    parse_args,
-    report,
-    rss_kib,
-    verdict,
-)
+from bench.harness.measure import CpuSplit, headline, parse_args, report, rss_kib, verdict
 from bench.harness.node import Node, Target, add_node_args, node_from_args
 from bench.harness.wire import close_all, open_peer
 from bench.harness.workers import Job
