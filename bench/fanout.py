@@ -123,10 +123,10 @@ async def run_step(room: Room, k: int, rate: float, *, resyncs_before: int, prof
     }
 
 
-def step_line(s: dict[str, Any]) -> str:
+def step_line(s: dict[str, Any], label: str) -> str:
     cpu, ack, lat = s["cpu_cores"], s["ack_latency"] or {}, s["latency"]
     return (
-        f"  step {s['step']}: {s['msgs_per_s']:g} msg/s = {s['offered_deliveries_per_s']:,} offered -> "
+        f"  {label}: {s['msgs_per_s']:g} msg/s = {s['offered_deliveries_per_s']:,} offered -> "
         f"{s['received_deliveries_per_s']:,}/s received, p50 {lat['p50_ms']:.1f} / p99 {lat['p99_ms']:.1f} ms, "
         f"ack p99 {ack.get('p99_ms')} ms; "
         f"CPU: node {cpu.get('node')} ({s['node_cpu_us_per_delivery']} us/delivery), load generator {cpu['loadgen']} "
@@ -166,7 +166,7 @@ async def ramp(args: argparse.Namespace, target: Target, node_pid: int | None) -
             s = await run_step(room, k, rate, resyncs_before=resyncs, profile=args.profile and rate == profiled)
             resyncs = s["resyncs_total"]
             steps.append(s)
-            print(step_line(s), flush=True)
+            print(step_line(s, f"step {k}"), flush=True)
             if not s["sustained"]:
                 failed_at = rate
                 break
@@ -176,7 +176,7 @@ async def ramp(args: argparse.Namespace, target: Target, node_pid: int | None) -
             await asyncio.sleep(args.pause * 3)  # let the failed step's backlog clear
             s = await run_step(room, len(steps), mid, resyncs_before=resyncs, profile=False)
             steps.append(s)
-            print("  bisect:" + step_line(s)[8:], flush=True)
+            print(step_line(s, "bisect"), flush=True)
             best = s if s["sustained"] else best
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError):

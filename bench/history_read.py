@@ -72,19 +72,19 @@ async def ws_phase(args: argparse.Namespace, node: Node, channel: str, users: li
     all_sent, drained = [False], asyncio.get_running_loop().create_future()
 
     def on_frame(payload: bytes, now: float) -> None:
-        if payload.startswith(b'{"op":"history"'):
-            frame = orjson.loads(payload)
-            due = sched.pop(frame.get("id"), None)
-            if due is None:
-                return
+        if not payload.startswith((b'{"op":"history"', b'{"op":"error"')):
+            return
+        frame = orjson.loads(payload)
+        due = sched.pop(frame.get("id"), None)
+        if frame["op"] == "error":
+            trouble["errors"] += 1
+        elif due is not None:
             if len(frame.get("messages", ())) != LIMIT or not frame.get("has_more"):
                 trouble["short_pages"] += 1
             if frame["id"] >= n_warm:
                 hist.record(now - due)
-            if all_sent[0] and not sched and not drained.done():
-                drained.set_result(None)
-        elif payload.startswith(b'{"op":"error"'):
-            trouble["errors"] += 1
+        if all_sent[0] and not sched and not drained.done():
+            drained.set_result(None)
 
     readers = [await open_peer(node.target, u, on_frame) for u in users]
     profiler: list[PySpy] = []

@@ -239,7 +239,8 @@ def write_result(name: str, data: Mapping[str, Any], *, checkout: Path = ROOT) -
     """``bench/results/<name>.json`` with the command line and the machine facts."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    command = " ".join([Path(sys.executable).name, "-m", *sys.argv])
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    command = " ".join([Path(sys.executable).name, *(["-m", spec.name] if spec else sys.argv[:1]), *sys.argv[1:]])
     payload = {"benchmark": name, "command": command, "machine": machine_info(checkout), **data}
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     return path
@@ -254,6 +255,7 @@ def report(name: str, result: Mapping[str, Any], *, line: str, target: str, chec
 
 
 def verdict(value: float | None, target: float, *, higher_is_better: bool) -> str:
+    """PASS or MISS against a target; a missing value is a miss."""
     if value is None or math.isnan(value):
         return "MISS (no value)"
     return "PASS" if (value >= target if higher_is_better else value <= target) else "MISS"
