@@ -81,8 +81,12 @@ class Settings:
     flood_strikes: int = 100  # CHAT_FLOOD_STRIKES: rate-limited frames within one refill of the bucket before 1008
     oversize_strikes: int = 3  # CHAT_OVERSIZE_STRIKES: too_large frames before close 1009
 
+    # Presence
+    presence_heartbeat_s: float = 5.0  # CHAT_PRESENCE_HEARTBEAT_S: clients heartbeat this often (told in `hello`)
+    presence_timeout_s: float = 30.0  # CHAT_PRESENCE_TIMEOUT_S: a device without a heartbeat this long is offline (≥ 2 heartbeats)
+    presence_fanout_max: int = 100  # CHAT_PRESENCE_FANOUT_MAX: channels with more members get no presence pushes
+
     # Timeouts
-    heartbeat_interval_ms: int = 5000  # CHAT_HEARTBEAT_INTERVAL_MS: told to clients in `hello`
     ping_interval_s: float = 20.0  # CHAT_PING_INTERVAL_S: server WebSocket pings
     ping_timeout_s: float = 20.0  # CHAT_PING_TIMEOUT_S: no pong within this → close
     drain_grace_s: float = 5.0  # CHAT_DRAIN_GRACE_S: SIGTERM → close sockets → wait this for writes
@@ -238,12 +242,18 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         handshake_burst=get_int("CHAT_HANDSHAKE_BURST", d.handshake_burst, 1, 1_000_000),
         flood_strikes=get_int("CHAT_FLOOD_STRIKES", d.flood_strikes, 1, 1_000_000),
         oversize_strikes=get_int("CHAT_OVERSIZE_STRIKES", d.oversize_strikes, 1, 1000),
-        heartbeat_interval_ms=get_int("CHAT_HEARTBEAT_INTERVAL_MS", d.heartbeat_interval_ms, 100, 3_600_000),
+        presence_heartbeat_s=get_float("CHAT_PRESENCE_HEARTBEAT_S", d.presence_heartbeat_s, 0.1, 3600),
+        presence_timeout_s=get_float("CHAT_PRESENCE_TIMEOUT_S", d.presence_timeout_s, 0.2, 86_400),
+        presence_fanout_max=get_int("CHAT_PRESENCE_FANOUT_MAX", d.presence_fanout_max, 0, 100_000),
         ping_interval_s=get_float("CHAT_PING_INTERVAL_S", d.ping_interval_s, 0.05, 3600),
         ping_timeout_s=get_float("CHAT_PING_TIMEOUT_S", d.ping_timeout_s, 0.05, 3600),
         drain_grace_s=get_float("CHAT_DRAIN_GRACE_S", d.drain_grace_s, 0, 600),
         store_timeout_s=get_float("CHAT_STORE_TIMEOUT_S", d.store_timeout_s, 0.05, 120),
     )
+    beat, timeout = settings_kwargs["presence_heartbeat_s"], settings_kwargs["presence_timeout_s"]
+    if isinstance(beat, float) and isinstance(timeout, float) and timeout < 2 * beat:
+        # A device heartbeating on time would go offline whenever one heartbeat came late.
+        problems.append(f"CHAT_PRESENCE_TIMEOUT_S={timeout}: must be at least twice CHAT_PRESENCE_HEARTBEAT_S ({beat})")
     if problems:
         raise ConfigError(problems)
     if symmetric and not secret:

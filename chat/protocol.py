@@ -30,6 +30,8 @@ _PARSERS: dict[str, _Parser] = {
     "typing": lambda f, i, _: commands.typing(f, i),
     "read": lambda f, i, _: commands.read(f, i),
     "presence": lambda f, i, _: commands.presence_query(f, i),
+    "presence_subscribe": lambda f, i, _: commands.presence_subscribe(f, i),
+    "presence_unsubscribe": lambda f, i, _: commands.presence_unsubscribe(f, i),
 }
 
 

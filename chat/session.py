@@ -57,6 +57,10 @@ InlineHandler = Callable[["Session", Command], bool]
 class Transport(Protocol):
     """The ASGI path's socket (Starlette's WebSocket)."""
 
+    @property
+    def peer_code(self) -> int | None:
+        """The code the client closed with, once it has gone (None: unknown yet)."""
+
     async def receive(self) -> str | bytes | None:
         """The next client frame, or None once the client has gone."""
 
@@ -120,6 +124,8 @@ class Session:
         self.principal = principal
         self.session_id = uuid.uuid4().hex[:16]
         self.delivery = Delivery(max_frames=limits.queue_frames, max_bytes=limits.queue_bytes, resync_frame=protocol.resync)
+        # Users this socket asked to watch (presence_subscribe).
+        self.watching: set[str] = set()
         # Set when we close the socket (the code sent), so the reader stops.
         self.close_code: int | None = None
         self._transport = transport
@@ -156,6 +162,13 @@ class Session:
     @property
     def user(self) -> str:
         return self.principal.user
+
+    @property
+    def left_cleanly(self) -> bool:
+        """The client closed the socket on purpose (1000/1001), rather than dropping off: its
+        device goes offline at once, where a drop waits for the presence timeout."""
+        code = self._direct.peer_code if self._direct is not None else self._transport.peer_code
+        return code in (1000, 1001)
 
     # Lifecycle
 
@@ -257,6 +270,10 @@ class Session:
 
     def deliver_control(self, frame: Frame) -> None:
         self.push(frame)
+
+    def deliver_presence(self, user: str, stamp: int, frame: Frame) -> None:
+        if self.delivery.presence(user, stamp, frame):
+            self._kick()
 
     def gap(self, channel: int) -> None:
         if self.delivery.gap(channel):

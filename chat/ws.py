@@ -21,10 +21,12 @@ log = logging.getLogger(__name__)
 class StarletteTransport:
     """Session ↔ ASGI: one ASGI event per frame."""
 
-    __slots__ = ("_ws",)
+    __slots__ = ("_ws", "peer_code")
 
     def __init__(self, websocket: WebSocket) -> None:
         self._ws = websocket
+        # The code the client closed with (1006: the connection dropped without a close frame).
+        self.peer_code: int | None = None
 
     async def receive(self) -> str | bytes | None:
         while True:
@@ -34,6 +36,7 @@ class StarletteTransport:
                 text = event.get("text")
                 return text if text is not None else event.get("bytes") or b""
             if kind == "websocket.disconnect":
+                self.peer_code = event.get("code", 1005)
                 return None
 
     async def send_text(self, data: str) -> None:

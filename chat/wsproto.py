@@ -20,7 +20,7 @@ in pyproject.toml; ``tests/unit/test_wsproto.py`` fails if they move): the attri
 ``transport``, ``conn``, ``scope``, ``frames``, ``curr_msg_data_type``, ``close_sent``,
 ``disconnected``, ``handshake_complete``, ``request``, ``response``, ``logger`` and the
 methods ``handle_connect``, ``send_receive_event_to_app``, ``resume_writing``,
-``keepalive_timeout``, ``connection_lost``, ``send``. Any other transport (another server,
+``keepalive_timeout``, ``connection_lost``, ``handle_close``, ``send``. Any other transport (another server,
 Starlette's TestClient) falls back to plain ASGI.
 """
 
@@ -66,6 +66,8 @@ class DirectSocket(WebSocketsSansIOProtocol):
         self.sink: FrameSink | None = None
         # Frames handed to the sink and not yet handled (for read backpressure).
         self.queued = 0
+        # The code of the client's close frame (None: none came, the connection just dropped).
+        self.peer_code: int | None = None
 
     # The app's side
 
@@ -131,6 +133,11 @@ class DirectSocket(WebSocketsSansIOProtocol):
             self.read_paused = True
             self.transport.pause_reading()
         sink.frame_received(frame)
+
+    def handle_close(self, event: Any) -> None:
+        if self.conn.close_rcvd is not None:
+            self.peer_code = self.conn.close_rcvd.code
+        super().handle_close(event)
 
     def resume_writing(self) -> None:
         super().resume_writing()

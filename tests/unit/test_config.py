@@ -58,3 +58,13 @@ def test_public_key_algorithms_need_a_key() -> None:
 def test_short_secret_refused() -> None:
     with pytest.raises(ConfigError):
         from_env({"CHAT_JWT_SECRET": "short"})
+
+
+def test_presence_timeout_must_cover_two_heartbeats() -> None:
+    import pytest
+
+    from chat.config import ConfigError, from_env
+
+    with pytest.raises(ConfigError) as error:
+        from_env({"CHAT_JWT_SECRET": "x" * 32, "CHAT_PRESENCE_HEARTBEAT_S": "10", "CHAT_PRESENCE_TIMEOUT_S": "15"})
+    assert any("CHAT_PRESENCE_TIMEOUT_S" in p for p in error.value.problems)
