@@ -163,6 +163,10 @@ class ZkConnection:
         """Monotonic instant before which the server cannot have expired the session."""
         return self._liveness.alive_until
 
+    def deadline_of(self, session_id: int | None) -> float:
+        """Until when ``session_id`` was certainly alive (monotonic; kept after LOST)."""
+        return self._liveness.deadline_of(session_id)
+
     def certainly_alive(self, session_id: int | None, margin_s: float) -> bool:
         """True while ``session_id`` is the current session and cannot have expired (O(1))."""
         return self._liveness.certainly_alive(session_id, time.monotonic(), margin_s)

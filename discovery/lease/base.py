@@ -22,7 +22,7 @@ Contract (both adapters):
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from discovery.lease.mint import MintDecision
@@ -37,6 +37,9 @@ class LeaseEvent:
     valid: bool  # may the minter mint now
     worker_id: int | None  # the ID held now (None: none held, e.g. after the session was lost)
     previous_worker_id: int | None  # the ID announced before; differs from worker_id when it changed
+    # Monotonic instant the change took effect: a lapse is announced when noticed, but took
+    # effect at the deadline, which may be a little earlier.
+    at: float = field(default=0.0, compare=False)
 
 
 class WorkerLease(Protocol):

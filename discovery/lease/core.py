@@ -75,8 +75,9 @@ class LeaseCore:
         self._listeners.append(callback)
         return lambda: self._listeners.remove(callback) if callback in self._listeners else None
 
-    def announce(self, valid: bool, worker_id: int | None) -> None:
-        """Tell listeners if validity or the ID changed since the last announcement."""
+    def announce(self, valid: bool, worker_id: int | None, at: float | None = None) -> None:
+        """Tell listeners if validity or the ID changed since the last announcement
+        (``at``: when it took effect, default now)."""
         if valid:
             self._held.set()
         else:
@@ -84,7 +85,7 @@ class LeaseCore:
         last = self._announced
         if (valid, worker_id) == (last.valid, last.worker_id):
             return
-        event = LeaseEvent(valid, worker_id, last.worker_id)
+        event = LeaseEvent(valid, worker_id, last.worker_id, time.monotonic() if at is None else at)
         self._announced = event
         log.info("worker-ID lease %s (worker %s)", "valid" if valid else "NOT valid", worker_id)
         for callback in list(self._listeners):

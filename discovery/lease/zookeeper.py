@@ -70,7 +70,8 @@ class ZooKeeperWorkerLease:
         self._node_id = node_id
         self._workers = f"{root}/workers"
         self._floors = f"{root}/worker-floors"
-        # Stable per node so a restarted node tends to get its old ID back (fewer IDs ever used).
+        # Tried first at every claim, stable per node: a restarted node tends to get its old ID
+        # back, so few IDs are ever used and fewer floors sit ahead of the clock.
         self._preferred = preferred if preferred is not None else zlib.crc32(node_id.encode()) % (MAX_WORKER_ID + 1)
         self._margin_fraction = margin_fraction
         self._acquire_timeout_s = acquire_timeout_s
@@ -188,9 +189,8 @@ class ZooKeeperWorkerLease:
         raise NoFreeWorkerId(f"all {MAX_WORKER_ID + 1} worker IDs are leased by live nodes", retry_after_ms=5000)
 
     def _candidates(self, taken: set[int]) -> Iterator[int]:
-        first = self._core.worker_id if self._core.worker_id is not None else self._preferred
         for i in range(MAX_WORKER_ID + 1):
-            worker_id = (first + i) % (MAX_WORKER_ID + 1)
+            worker_id = (self._preferred + i) % (MAX_WORKER_ID + 1)
             if worker_id not in taken:
                 yield worker_id
 
@@ -316,7 +316,7 @@ class ZooKeeperWorkerLease:
             return
         self._lapsed = True
         log.warning("worker %s: lease validity lapsed (no ZooKeeper answer for %.1f s)", self._core.worker_id, time.monotonic() - self._conn.last_good)
-        self._announce()
+        self._announce(at=self._conn.alive_until - self.margin_s)
         self._start_repair()
 
     def _lose(self, reason: str) -> None:
@@ -324,17 +324,19 @@ class ZooKeeperWorkerLease:
             return
         log.warning("worker %s: lease lost: %s", self._core.worker_id, reason)
         stale = (self._core.worker_id, self._session)
+        # When validity really ended: now, or at the deadline if it ran out unnoticed.
+        ended = min(time.monotonic(), self._conn.deadline_of(self._session) - self.margin_s)
         self._session = None
         self._core.end()
         if self._lapse_timer is not None:
             self._lapse_timer.cancel()
-        self._core.announce(False, None)
+        self._core.announce(False, None, at=ended)
         if stale[0] is not None and self._conn.session_id == stale[1]:
             asyncio.get_running_loop().create_task(self._delete_if_ours(stale[0], stale[1]))
         self._start_repair()
 
-    def _announce(self) -> None:
-        self._core.announce(self.valid(), self._core.worker_id if self._session is not None else None)
+    def _announce(self, at: float | None = None) -> None:
+        self._core.announce(self.valid(), self._core.worker_id if self._session is not None else None, at)
 
     def _on_conn(self, event: ConnEvent) -> None:
         if self._closed:

@@ -35,3 +35,14 @@ def test_the_negotiated_timeout_recomputes_the_deadline() -> None:
     live.on_response(7, sent_at=100)
     live.set_timeout(4)
     assert live.alive_until == 104
+
+
+def test_after_lost_late_answers_on_the_lost_session_revive_nothing_but_its_deadline_is_kept() -> None:
+    live = Liveness(timeout_s=10)
+    live.on_response(7, sent_at=100)
+    live.on_lost()
+    live.on_response(7, sent_at=101)  # an answer posted before LOST, processed after it
+    assert live.session_id is None and not live.certainly_alive(7, now=102, margin_s=0)
+    assert live.deadline_of(7) == 110 and live.deadline_of(8) == float("-inf")
+    live.on_response(9, sent_at=120)
+    assert live.session_id == 9 and live.deadline_of(9) == 130
