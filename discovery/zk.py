@@ -306,6 +306,18 @@ class ZkConnection:
 
         return on_kazoo_thread
 
+    def one_shot(self) -> tuple[asyncio.Future[WatchedEvent], Callable[[WatchedEvent], None]]:
+        """A watcher, and a future its first event resolves on the loop (await it with a bound)."""
+        loop = self._loop
+        assert loop is not None, "one_shot before start"
+        future: asyncio.Future[WatchedEvent] = loop.create_future()
+
+        def resolve(event: WatchedEvent) -> None:
+            if not future.done():
+                future.set_result(event)
+
+        return future, self.bridge(resolve)
+
     def _run_watch(self, callback: Callable[[WatchedEvent], None], event: WatchedEvent) -> None:
         if self._closed:
             return

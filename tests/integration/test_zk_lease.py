@@ -76,8 +76,8 @@ async def test_after_a_real_expiry_the_id_passes_to_another_holder_without_overl
     b.subscribe(b_events)
     try:
         assert await a.acquire() == 5
-        deleted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        await conn_b.call("exists", "/chat/workers/5", watch=conn_b.bridge(lambda e: deleted.done() or deleted.set_result(None)))
+        deleted, watcher = conn_b.one_shot()
+        await conn_b.call("exists", "/chat/workers/5", watch=watcher)
         frozen_at = time.monotonic()
         proxy.freeze()  # a's packets stop reaching the server: its session expires there after T
         await asyncio.wait_for(deleted, T + 3)
