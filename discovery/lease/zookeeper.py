@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 
+from discovery.claim import SessionClaim
 from discovery.errors import LeaseNotHeld, NoFreeWorkerId, ZooKeeperUnavailable
 from discovery.lease.base import MAX_WORKER_ID, LeaseEvent
 from discovery.lease.core import LeaseCore, wall_clock_ms
@@ -64,8 +65,6 @@ class ZooKeeperWorkerLease:
         max_wait_ms: int = 1000,
         acquire_timeout_s: float = 10.0,
     ) -> None:
-        if not 0 < margin_fraction < 0.8:
-            raise ValueError("margin_fraction must be in (0, 0.8): the heartbeat needs room to extend the deadline")
         self._conn = conn
         self._node_id = node_id
         self._workers = f"{root}/workers"
@@ -73,17 +72,15 @@ class ZooKeeperWorkerLease:
         # Tried first at every claim, stable per node: a restarted node tends to get its old ID
         # back, so few IDs are ever used and fewer floors sit ahead of the clock.
         self._preferred = preferred if preferred is not None else zlib.crc32(node_id.encode()) % (MAX_WORKER_ID + 1)
-        self._margin_fraction = margin_fraction
         self._acquire_timeout_s = acquire_timeout_s
         self._core = LeaseCore(holder=node_id, policy=policy or ReservePolicy(), clock_ms=clock_ms, max_wait_ms=max_wait_ms)
-        self._session: int | None = None  # the session owning our lease znode; None: not held
-        self._lapsed = False  # validity ran out: it needs a fresh confirmation on the session
+        # Held on the session owning our lease znode; session None: no lease.
+        self._claim = SessionClaim(conn, margin_fraction, self._on_lapse)
         self._floor_version = -1  # znode version of the floor record we wrote last (for CAS)
         self._wanted = False  # acquired once and not closed: re-acquire after losses
         self._closed = False
         self._connected = asyncio.Event()
         self._unsubscribe: Callable[[], None] | None = None
-        self._lapse_timer: asyncio.TimerHandle | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._repair: asyncio.Task[None] | None = None  # confirming or re-acquiring
         # One watcher object: kazoo keeps a set per path, so re-watching never stacks duplicates.
@@ -106,18 +103,15 @@ class ZooKeeperWorkerLease:
     @property
     def margin_s(self) -> float:
         """How long before the session could expire on the server ``valid()`` turns False."""
-        return self._margin_fraction * self._conn.session_timeout_s
+        return self._claim.margin_s
 
     @property
     def valid_until(self) -> float:
         """Monotonic instant at which :meth:`valid` turns False unless ZooKeeper answers again."""
-        if self._session is None or self._lapsed or self._conn.session_id != self._session:
-            return float("-inf")
-        return self._conn.alive_until - self.margin_s
+        return self._claim.valid_until()
 
     def valid(self) -> bool:
-        session = self._session
-        return session is not None and not self._lapsed and self._conn.certainly_alive(session, self._margin_fraction * self._conn.session_timeout_s)
+        return self._claim.valid()
 
     def decide(self, now_ms: int | None = None) -> MintDecision:
         return self._core.decide(self.valid(), now_ms)
@@ -129,13 +123,13 @@ class ZooKeeperWorkerLease:
         """Claim a free worker ID (bounded by ``acquire_timeout_s``) and reserve minting time."""
         if self._closed:
             raise LeaseNotHeld("the lease was closed")
-        if self._session is not None and self._core.worker_id is not None:
+        if self._claim.session is not None and self._core.worker_id is not None:
             return self._core.worker_id
         if self._unsubscribe is None:
             self._unsubscribe = self._conn.subscribe(self._on_conn)
         if self._conn.state is ConnState.CONNECTED:
             self._connected.set()
-        worker_id = await self._claim()
+        worker_id = await self._claim_free_id()
         self._wanted = True
         return worker_id
 
@@ -147,22 +141,20 @@ class ZooKeeperWorkerLease:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        if self._lapse_timer is not None:
-            self._lapse_timer.cancel()
-        worker_id, session = self._core.worker_id, self._session
+        worker_id, session = self._core.worker_id, self._claim.session
         if worker_id is not None and session is not None and self.valid():
             try:
                 await self._write_floor(self._core.record.released(last_minted_ms, self._core.floor_ms, self._core.holder))
                 await self._conn.call("delete", f"{self._workers}/{worker_id}")
             except (ZooKeeperUnavailable, LeaseNotHeld, NoNodeError) as exc:
                 log.warning("worker %s: clean release failed (%s); the floor keeps the whole reservation", worker_id, exc)
-        self._session = None
+        self._claim.release()
         self._core.end()
         self._core.announce(False, None)
 
     # Claiming
 
-    async def _claim(self) -> int:
+    async def _claim_free_id(self) -> int:
         deadline = time.monotonic() + self._acquire_timeout_s
         await self._conn.call("ensure_path", self._workers)
         await self._conn.call("ensure_path", self._floors)
@@ -231,14 +223,12 @@ class ZooKeeperWorkerLease:
         raise ZooKeeperUnavailable(f"the floor of worker ID {worker_id} kept changing under concurrent writers", retry_after_ms=1000)
 
     def _take(self, worker_id: int, session: int, stored: FloorRecord, written: FloorRecord, version: int) -> None:
-        self._session = session
-        self._lapsed = False
+        self._claim.hold(session)
         self._floor_version = version
         self._core.begin(worker_id, stored, written)
         if self._refresher is not None:
             self._refresher.cancel()  # it may be waiting on the previous reservation's schedule
         self._refresher = asyncio.create_task(self._core.keep_reserving(self._write_floor), name="lease-reserve")
-        self._arm_lapse()
         self._announce()
         asyncio.get_running_loop().create_task(self._watch_node(worker_id, session))
         log.info("worker ID %d leased (floor %d, reserved until %d)", worker_id, self._core.floor_ms, written.reserved_until_ms)
@@ -284,66 +274,46 @@ class ZooKeeperWorkerLease:
             stat, answered_on = await self._conn.call_on_session("exists", path, watch=self._node_watcher)
         except ZooKeeperUnavailable:
             return  # the next CONNECTED event confirms again
-        if self._session != session:
+        if self._claim.session != session:
             return
         if stat is None or stat.ephemeralOwner != session:
             self._lose(f"lease znode of worker {worker_id} is gone")
-        elif answered_on == session and self._lapsed:
-            self._lapsed = False
-            self._arm_lapse()
+        elif self._claim.confirm(answered_on):
             self._announce()
 
     def _on_node_event(self, event: WatchedEvent) -> None:
         worker_id = self._core.worker_id
         if event.type == EventType.DELETED and worker_id is not None and event.path == f"{self._workers}/{worker_id}":
             self._lose(f"lease znode of worker {worker_id} was deleted")
-        elif self._session is not None and worker_id is not None:
-            asyncio.get_running_loop().create_task(self._watch_node(worker_id, self._session))
+        elif self._claim.session is not None and worker_id is not None:
+            asyncio.get_running_loop().create_task(self._watch_node(worker_id, self._claim.session))
 
-    def _arm_lapse(self) -> None:
-        if self._lapse_timer is not None:
-            self._lapse_timer.cancel()
-        if self._session is not None and not self._lapsed:
-            loop = asyncio.get_running_loop()  # its clock is time.monotonic, like the deadline
-            self._lapse_timer = loop.call_at(self._conn.alive_until - self.margin_s, self._on_lapse)
-
-    def _on_lapse(self) -> None:
-        self._lapse_timer = None
-        if self._session is None or self._lapsed:
-            return
-        if self.valid():  # the deadline moved on meanwhile
-            self._arm_lapse()
-            return
-        self._lapsed = True
+    def _on_lapse(self, at: float) -> None:
         log.warning("worker %s: lease validity lapsed (no ZooKeeper answer for %.1f s)", self._core.worker_id, time.monotonic() - self._conn.last_good)
-        self._announce(at=self._conn.alive_until - self.margin_s)
+        self._announce(at=at)
         self._start_repair()
 
     def _lose(self, reason: str) -> None:
-        if self._session is None:
+        if self._claim.session is None:
             return
         log.warning("worker %s: lease lost: %s", self._core.worker_id, reason)
-        stale = (self._core.worker_id, self._session)
-        # When validity really ended: now, or at the deadline if it ran out unnoticed.
-        ended = min(time.monotonic(), self._conn.deadline_of(self._session) - self.margin_s)
-        self._session = None
+        stale = (self._core.worker_id, self._claim.session)
+        ended = self._claim.release()
         self._core.end()
-        if self._lapse_timer is not None:
-            self._lapse_timer.cancel()
         self._core.announce(False, None, at=ended)
         if stale[0] is not None and self._conn.session_id == stale[1]:
             asyncio.get_running_loop().create_task(self._delete_if_ours(stale[0], stale[1]))
         self._start_repair()
 
     def _announce(self, at: float | None = None) -> None:
-        self._core.announce(self.valid(), self._core.worker_id if self._session is not None else None, at)
+        self._core.announce(self.valid(), self._core.worker_id if self._claim.session is not None else None, at)
 
     def _on_conn(self, event: ConnEvent) -> None:
         if self._closed:
             return
         if event.state is ConnState.CONNECTED:
             self._connected.set()
-            if self._session is not None and event.session_id != self._session:
+            if self._claim.session is not None and event.session_id != self._claim.session:
                 self._lose("the ZooKeeper session changed")
             else:
                 self._start_repair()
@@ -360,19 +330,20 @@ class ZooKeeperWorkerLease:
         """Confirm the lease on its session, or claim a new one; until done or closed."""
         backoff = CONFIRM_RETRY_S
         while not self._closed:
-            if self._session is not None and not self._lapsed and self.valid():
+            if self.valid():
                 return
             await self._connected.wait()
             try:
-                if self._session is not None:
+                session = self._claim.session
+                if session is not None:
                     worker_id = self._core.worker_id
                     assert worker_id is not None
-                    await self._watch_node(worker_id, self._session)
+                    await self._watch_node(worker_id, session)
                 else:
-                    await self._claim()
+                    await self._claim_free_id()
                 backoff = CONFIRM_RETRY_S
             except (ZooKeeperUnavailable, NoFreeWorkerId) as exc:
                 log.warning("worker-ID lease repair: %s", exc.message)
-            if not (self._session is not None and self.valid()):
+            if not self.valid():
                 await asyncio.sleep(backoff)  # ZooKeeper answers but not well: retry with backoff
                 backoff = min(backoff * 2, REACQUIRE_MAX_BACKOFF_S)
