@@ -53,7 +53,7 @@ def place_bounded(nodes: Sequence[NodeInfo], users: int) -> tuple[array[int], li
     out = array("H")
     get = loads.__getitem__
     for u in range(users):
-        index = pick(ring, f"user-{u}", get, u, EPSILON)  # u users placed so far: the total load
+        index = pick(ring, f"user-{u}", get, u, epsilon=EPSILON)  # u users placed so far: the total load
         assert index is not None
         loads[index] += 1
         out.append(int(ring.nodes[index].node_id[5:]))
@@ -257,7 +257,8 @@ def print_table(r: dict[str, Any], move_target: float) -> None:
     for name in b["one_new_empty_node"]:
         print(f"{name:<38}{b['one_new_empty_node'][name]['max_over_avg']:>16.3f}{b['cold_cluster'][name]['max_over_avg']:>14.3f}")
     s = r["speed"]
-    print(f"\n(c) Assigner.assign, {n} nodes: {s['assignments_per_s']:,.0f}/s, p50 {s['p50_us']:.1f} µs, p99 {s['p99_us']:.1f} µs; ring build {s['ring_build_ms_100_nodes']:.1f} ms")
+    print(f"\n(c) Assigner.assign, {n} nodes: {s['assignments_per_s']:,.0f}/s, p50 {s['p50_us']:.1f} µs, p99 {s['p99_us']:.1f} µs", end="")
+    print(f"; ring build {s['ring_build_ms_100_nodes']:.1f} ms")
     print("verdicts:", ", ".join(f"{k} {v}" for k, v in r["verdicts"].items()))
 
 

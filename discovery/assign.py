@@ -82,7 +82,7 @@ class Ring:
                     return
 
 
-def pick(ring: Ring, user: str, load_of: Callable[[int], int], total_load: int, epsilon: float, avoid: str | None = None) -> int | None:
+def pick(ring: Ring, user: str, load_of: Callable[[int], int], total_load: int, *, epsilon: float, avoid: str | None = None) -> int | None:
     """Index of the node ``user`` goes to given each node's load, or None if every node is at its bound."""
     scale = (1.0 + epsilon) * (total_load + 1)
     nodes, shares = ring.nodes, ring.shares
@@ -131,7 +131,8 @@ class Assigner:
         if not ring.nodes:
             raise AssignmentUnavailable("no chat node is accepting connections", retry_after_ms=2000)
         reported, infos = self._reported, self._infos
-        index = pick(ring, user, lambda i: reported[i] + pending.extra(infos[i].node_id), self._reported_total + pending.total_extra, self.epsilon, avoid)
+        total = self._reported_total + pending.total_extra
+        index = pick(ring, user, lambda i: reported[i] + pending.extra(infos[i].node_id), total, epsilon=self.epsilon, avoid=avoid)
         if index is None:
             raise AssignmentUnavailable("every chat node is at its load bound or capacity", retry_after_ms=1000)
         node = infos[index]
@@ -162,5 +163,5 @@ def assign(user: str, nodes: Sequence[NodeInfo], *, epsilon: float = 0.25, pendi
     ring = Ring(nodes)
     extra = pending or {}
     loads = [n.connections + extra.get(n.node_id, 0) for n in ring.nodes]
-    index = pick(ring, user, loads.__getitem__, sum(loads), epsilon)
+    index = pick(ring, user, loads.__getitem__, sum(loads), epsilon=epsilon)
     return None if index is None else ring.nodes[index]

@@ -82,7 +82,10 @@ class Discovery:
         self.registry: Registry
         if settings.zookeeper_hosts:
             conn = self.conn = ZkConnection(
-                settings.zookeeper_hosts, session_timeout_s=settings.session_timeout_s, connect_timeout_s=settings.connect_timeout_s, op_timeout_s=settings.op_timeout_s
+                settings.zookeeper_hosts,
+                session_timeout_s=settings.session_timeout_s,
+                connect_timeout_s=settings.connect_timeout_s,
+                op_timeout_s=settings.op_timeout_s,
             )
             self.lease = ZooKeeperWorkerLease(conn, settings.node_id, root=settings.root, policy=policy, max_wait_ms=settings.max_mint_wait_ms)
             self.config = ZooKeeperConfigStore(conn, schema, root=settings.root)
@@ -115,11 +118,9 @@ class Discovery:
 
     async def election(self, name: str) -> LeaderElection:
         """Join the election ``name`` (e.g. "presence-sweeper"); it is closed with the node."""
-        election: LeaderElection
-        if self.conn is None:
-            election = StaticElection()
-        else:
-            election = ZooKeeperElection(self.conn, name, identifier=self.settings.node_id, root=self.settings.root)
+        election: LeaderElection = (
+            StaticElection() if self.conn is None else ZooKeeperElection(self.conn, name, identifier=self.settings.node_id, root=self.settings.root)
+        )
         self._elections.append(election)
         await election.start()
         return election

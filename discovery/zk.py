@@ -83,8 +83,8 @@ def parse_hosts(text: str) -> ZkAddress:
     text = text.strip()
     hosts_part, slash, chroot = text.partition("/")
     hosts: list[str] = []
-    for raw in hosts_part.split(","):
-        raw = raw.strip()
+    for part in hosts_part.split(","):
+        raw = part.strip()
         match = _HOST_RE.match(raw)
         if match is None:
             raise ValueError(f"ZooKeeper hosts {text!r}: {raw!r} is not host[:port]")

@@ -45,7 +45,7 @@ class Setting:
                 raise ValueError(f"must be one of {', '.join(self.choices)}")
             return value
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"must be {'an integer' if self.kind is int else 'a number'}")  # noqa: TRY004 - one error type for every bad value
+            raise ValueError(f"must be {'an integer' if self.kind is int else 'a number'}")
         if self.kind is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError("must be an integer")

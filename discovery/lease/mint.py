@@ -102,7 +102,7 @@ class FloorRecord:
         except ValueError as exc:
             raise ValueError(f"floor record is not JSON: {exc}") from None
         if not isinstance(raw, dict):
-            raise ValueError("floor record is not a JSON object")  # noqa: TRY004 - bad data, not a bad argument
+            raise ValueError("floor record is not a JSON object")
         reserved = raw.get("reserved_until_ms")
         minted = raw.get("minted_until_ms")
         holder = raw.get("holder", "")

@@ -41,9 +41,8 @@ MAX_TOMBSTONES = 10_000  # names of deleted znodes remembered to ignore late ans
 
 
 def encode_node(node: NodeInfo) -> bytes:
-    return json.dumps(
-        {"node_id": node.node_id, "url": node.url, "capacity": node.capacity, "connections": node.connections, "draining": node.draining, "started_at_ms": node.started_at_ms}
-    ).encode()
+    fields = {"node_id": node.node_id, "url": node.url, "capacity": node.capacity, "connections": node.connections}
+    return json.dumps({**fields, "draining": node.draining, "started_at_ms": node.started_at_ms}).encode()
 
 
 def decode_node(data: bytes, name: str) -> NodeInfo:

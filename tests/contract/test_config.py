@@ -32,11 +32,9 @@ async def make_store(zk_sessions: Any, tmp_path: Path) -> AsyncIterator[Callable
     made: list[ConfigStore] = []
 
     async def make() -> ConfigStore:
-        store: ConfigStore
-        if zk_sessions is None:
-            store = InProcessConfigStore(SCHEMA, tmp_path / "config.json")
-        else:
-            store = ZooKeeperConfigStore(await zk_sessions.connect(), SCHEMA)
+        store: ConfigStore = (
+            InProcessConfigStore(SCHEMA, tmp_path / "config.json") if zk_sessions is None else ZooKeeperConfigStore(await zk_sessions.connect(), SCHEMA)
+        )
         await store.start()
         made.append(store)
         return store

@@ -19,11 +19,7 @@ async def make_election(zk_sessions: Any) -> AsyncIterator[Callable[[], Awaitabl
     made: list[LeaderElection] = []
 
     async def make() -> LeaderElection:
-        election: LeaderElection
-        if zk_sessions is None:
-            election = StaticElection()
-        else:
-            election = ZooKeeperElection(await zk_sessions.connect(), "sweeper", identifier="n1")
+        election: LeaderElection = StaticElection() if zk_sessions is None else ZooKeeperElection(await zk_sessions.connect(), "sweeper", identifier="n1")
         made.append(election)
         return election
 

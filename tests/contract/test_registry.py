@@ -24,11 +24,7 @@ async def make_registry(zk_sessions: Any) -> AsyncIterator[Callable[[], Awaitabl
     made: list[Registry] = []
 
     async def make() -> Registry:
-        registry: Registry
-        if zk_sessions is None:
-            registry = StaticRegistry()
-        else:
-            registry = ZooKeeperRegistry(await zk_sessions.connect(), report_interval_s=INTERVAL_S)
+        registry: Registry = StaticRegistry() if zk_sessions is None else ZooKeeperRegistry(await zk_sessions.connect(), report_interval_s=INTERVAL_S)
         made.append(registry)
         return registry
 

@@ -123,8 +123,9 @@ async def test_randomized_faults_never_let_two_holders_share_a_worker_id(private
     def on_event(holder: Holder, event: LeaseEvent) -> None:
         if event.valid and holder.open_since is None:
             assert event.worker_id is not None
-            if event.previous_worker_id is None and holder.lease.floor_ms < reserved_seen.get(event.worker_id, 0):
-                holder.floor_violations.append(f"{holder.name} took {event.worker_id} with floor {holder.lease.floor_ms} below {reserved_seen[event.worker_id]}")
+            floor, earlier = holder.lease.floor_ms, reserved_seen.get(event.worker_id, 0)
+            if event.previous_worker_id is None and floor < earlier:
+                holder.floor_violations.append(f"{holder.name} took {event.worker_id} with floor {floor} below {earlier}")
             holder.open_since = (event.worker_id, event.at)
         elif not event.valid and holder.open_since is not None:
             worker, since = holder.open_since

@@ -48,16 +48,17 @@ async def start_registry(conn: ZkConnection, node_id: str, interval_s: float = 0
 async def test_three_nodes_see_each_other_and_each_others_load(zk_sessions: Any) -> None:
     started = [await start_registry(await zk_sessions.connect(), f"n{i}") for i in range(3)]
     try:
-        for registry, views in started:
+        for _, views in started:
             await views.until(lambda vs: bool(vs) and ids(vs[-1]) == {"n0", "n1", "n2"}, 5, "all three nodes")
         await started[0][0].report(17)
         await started[1][0].report(0, draining=True)
+        expected = {"n0": (17, False), "n1": (0, True), "n2": (0, False)}
+
+        def loads(view: RegistryView) -> dict[str, tuple[int, bool]]:
+            return {n.node_id: (n.connections, n.draining) for n in view.nodes}
+
         for _, views in started:
-            await views.until(
-                lambda vs: bool(vs) and {n.node_id: (n.connections, n.draining) for n in vs[-1].nodes} == {"n0": (17, False), "n1": (0, True), "n2": (0, False)},
-                5,
-                "the reports to reach every node",
-            )
+            await views.until(lambda vs: bool(vs) and loads(vs[-1]) == expected, 5, "the reports to reach everyone")
         views_now = [registry.view() for registry, _ in started]
         assert views_now[0].nodes == views_now[1].nodes == views_now[2].nodes
     finally:

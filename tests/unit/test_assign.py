@@ -41,11 +41,11 @@ def test_bigger_nodes_get_proportionally_more_users() -> None:
 def test_pick_respects_the_bound_capacity_and_avoid() -> None:
     ring = Ring(nodes(2, capacity=10))
     loads = [0, 0]
-    first = pick(ring, "u", loads.__getitem__, 0, 0.25)
+    first = pick(ring, "u", loads.__getitem__, 0, epsilon=0.25)
     assert first is not None
     loads[first] = 10  # at capacity
-    assert pick(ring, "u", loads.__getitem__, 10, 0.25) == 1 - first
-    assert pick(ring, "u", loads.__getitem__, 10, 0.25, avoid=ring.nodes[1 - first].node_id) is None
+    assert pick(ring, "u", loads.__getitem__, 10, epsilon=0.25) == 1 - first
+    assert pick(ring, "u", loads.__getitem__, 10, epsilon=0.25, avoid=ring.nodes[1 - first].node_id) is None
 
 
 def test_every_answering_node_gives_a_user_the_same_node() -> None:
