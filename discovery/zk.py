@@ -45,6 +45,7 @@ from kazoo.protocol.serialization import Connect
 from kazoo.protocol.states import EventType, WatchedEvent
 
 from discovery.errors import ZooKeeperUnavailable
+from discovery.listeners import Listeners
 from discovery.liveness import Liveness
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class ZkConnection:
         self._client: KazooClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._state = ConnState.LOST
-        self._listeners: list[Callable[[ConnEvent], None]] = []
+        self._listeners: Listeners[ConnEvent] = Listeners("ZooKeeper state")
         # Set by a CONNECTED event so the heartbeat confirms the session at once.
         self._kick = asyncio.Event()
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -173,8 +174,7 @@ class ZkConnection:
 
     def subscribe(self, listener: Callable[[ConnEvent], None]) -> Callable[[], None]:
         """Call ``listener`` on the loop at each state change; returns an unsubscribe function."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+        return self._listeners.add(listener)
 
     # Lifecycle
 
@@ -356,12 +356,7 @@ class ZkConnection:
             self._liveness.on_lost()
         self._state = state
         log.info("ZooKeeper connection %s (session %s)", state.value, f"{session_id:#x}" if session_id else "-")
-        event = ConnEvent(state, session_id)
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:  # one bad listener must not stop the others
-                log.exception("ZooKeeper state listener failed")
+        self._listeners.notify(ConnEvent(state, session_id))
 
     def _spy_negotiated_timeout(self, client: KazooClient) -> None:
         # kazoo keeps the negotiated timeout in a local variable; a lease must use it, since the

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from discovery.config.schema import ConfigSnapshot, Schema, Value, merge
-from discovery.config.state import ConfigState
+from discovery.config.state import ConfigState, StateBackedStore
 from discovery.datadir import file_lock, write_atomic
 from discovery.errors import DiscoveryError
 
 IO_TIMEOUT_S = 5.0
 
 
-class InProcessConfigStore:
+class InProcessConfigStore(StateBackedStore):
     def __init__(self, schema: Schema, path: Path | None = None) -> None:
         self.schema = schema
         self.path = path
@@ -37,12 +37,6 @@ class InProcessConfigStore:
 
     async def close(self) -> None:
         return None
-
-    def snapshot(self) -> ConfigSnapshot:
-        return self._state.current
-
-    def get(self, key: str) -> Value:
-        return self._state.get(key)
 
     async def set(self, changes: Mapping[str, object]) -> ConfigSnapshot:
         checked = self.schema.validate(changes)
@@ -63,9 +57,6 @@ class InProcessConfigStore:
             stored = merge(self._read(), checked)
             write_atomic(self.path, json.dumps(stored, sort_keys=True).encode())
         return stored
-
-    def subscribe(self, callback: Callable[[ConfigSnapshot], None]) -> Callable[[], None]:
-        return self._state.subscribe(callback)
 
     def _read(self) -> dict[str, Any]:
         assert self.path is not None

@@ -18,8 +18,8 @@ from typing import Any
 from kazoo.exceptions import BadVersionError, NodeExistsError
 from kazoo.protocol.states import EventType, WatchedEvent
 
-from discovery.config.schema import ConfigSnapshot, Schema, Value, merge
-from discovery.config.state import ConfigState
+from discovery.config.schema import ConfigSnapshot, Schema, merge
+from discovery.config.state import ConfigState, StateBackedStore
 from discovery.errors import ConfigConflict, ZooKeeperUnavailable
 from discovery.zk import ConnEvent, ConnState, ZkConnection
 
@@ -40,7 +40,7 @@ def _decode(data: bytes) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
-class ZooKeeperConfigStore:
+class ZooKeeperConfigStore(StateBackedStore):
     def __init__(self, conn: ZkConnection, schema: Schema, *, root: str = "/chat") -> None:
         self.schema = schema
         self._conn = conn
@@ -68,12 +68,6 @@ class ZooKeeperConfigStore:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def snapshot(self) -> ConfigSnapshot:
-        return self._state.current
-
-    def get(self, key: str) -> Value:
-        return self._state.get(key)
-
     async def set(self, changes: Mapping[str, object]) -> ConfigSnapshot:
         checked = self.schema.validate(changes)
         for _ in range(CAS_ATTEMPTS):
@@ -85,9 +79,6 @@ class ZooKeeperConfigStore:
                 continue  # someone else wrote in between: merge into theirs
             return self._state.apply(document, new_stat.version)
         raise ConfigConflict(f"the configuration kept changing under {CAS_ATTEMPTS} concurrent writers; try again", retry_after_ms=500)
-
-    def subscribe(self, callback: Callable[[ConfigSnapshot], None]) -> Callable[[], None]:
-        return self._state.subscribe(callback)
 
     async def _reload(self) -> None:
         data, stat = await self._conn.call("get", self._path, watch=self._watcher)

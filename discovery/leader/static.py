@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from discovery.listeners import Listeners
+
 
 class StaticElection:
     def __init__(self) -> None:
         self._leader = False
-        self._listeners: list[Callable[[bool], None]] = []
+        self._listeners: Listeners[bool] = Listeners("election")
 
     @property
     def is_leader(self) -> bool:
@@ -21,11 +23,9 @@ class StaticElection:
         self._set(False)
 
     def subscribe(self, callback: Callable[[bool], None]) -> Callable[[], None]:
-        self._listeners.append(callback)
-        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+        return self._listeners.add(callback)
 
     def _set(self, leader: bool) -> None:
         if leader != self._leader:
             self._leader = leader
-            for callback in list(self._listeners):
-                callback(leader)
+            self._listeners.notify(leader)

@@ -26,6 +26,7 @@ from kazoo.exceptions import NoNodeError
 
 from discovery.claim import SessionClaim
 from discovery.errors import ZooKeeperUnavailable
+from discovery.listeners import Listeners
 from discovery.zk import ConnEvent, ConnState, ZkConnection
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class ZooKeeperElection:
         self._mine: str | None = None  # our znode's name; None: not in line
         self._first = False  # our znode was first when last read
         self._announced = False
-        self._listeners: list[Callable[[bool], None]] = []
+        self._listeners: Listeners[bool] = Listeners("election")
         self._decided = asyncio.Event()  # the first outcome is known: start() may return
         self._runner: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -82,8 +83,7 @@ class ZooKeeperElection:
         self._leave()
 
     def subscribe(self, callback: Callable[[bool], None]) -> Callable[[], None]:
-        self._listeners.append(callback)
-        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+        return self._listeners.add(callback)
 
     # The line
 
@@ -149,11 +149,7 @@ class ZooKeeperElection:
             return
         self._announced = leader
         log.info("election %s: %s", self._dir, "leading" if leader else "not leading")
-        for callback in list(self._listeners):
-            try:
-                callback(leader)
-            except Exception:  # one bad listener must not stop the others
-                log.exception("election listener failed")
+        self._listeners.notify(leader)
 
     def _on_lapse(self, at: float) -> None:
         self._announce()  # no longer certainly alive: not leading until ZooKeeper answers again

@@ -22,6 +22,7 @@ from discovery.lease.mint import (
     ReservePolicy,
     mint_decision,
 )
+from discovery.listeners import Listeners
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class LeaseCore:
         self.reserved_until_ms = 0
         # The record as last durably written: the base of the next write.
         self.record = FloorRecord()
-        self._listeners: list[Callable[[LeaseEvent], None]] = []
+        self._listeners: Listeners[LeaseEvent] = Listeners("lease")
         self._announced = LeaseEvent(False, None, None)
         # Set while the adapter says the lease is certainly held: the refresh loop waits on it.
         self._held = asyncio.Event()
@@ -72,8 +73,7 @@ class LeaseCore:
     # Events
 
     def subscribe(self, callback: Callable[[LeaseEvent], None]) -> Callable[[], None]:
-        self._listeners.append(callback)
-        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+        return self._listeners.add(callback)
 
     def announce(self, valid: bool, worker_id: int | None, at: float | None = None) -> None:
         """Tell listeners if validity or the ID changed since the last announcement
@@ -88,11 +88,7 @@ class LeaseCore:
         event = LeaseEvent(valid, worker_id, last.worker_id, time.monotonic() if at is None else at)
         self._announced = event
         log.info("worker-ID lease %s (worker %s)", "valid" if valid else "NOT valid", worker_id)
-        for callback in list(self._listeners):
-            try:
-                callback(event)
-            except Exception:  # one bad listener must not stop the others
-                log.exception("lease listener failed")
+        self._listeners.notify(event)
 
     # The reservation
 
@@ -116,3 +112,30 @@ class LeaseCore:
                 continue
             self.record = record
             self.reserved_until_ms = record.reserved_until_ms
+
+
+class CoreBackedLease:
+    """The WorkerLease answers both adapters give straight from their :class:`LeaseCore`."""
+
+    _core: LeaseCore
+
+    @property
+    def worker_id(self) -> int | None:
+        return self._core.worker_id
+
+    @property
+    def floor_ms(self) -> int:
+        return self._core.floor_ms
+
+    @property
+    def reserved_until_ms(self) -> int:
+        return self._core.reserved_until_ms
+
+    def valid(self) -> bool:
+        raise NotImplementedError
+
+    def decide(self, now_ms: int | None = None) -> MintDecision:
+        return self._core.decide(self.valid(), now_ms)
+
+    def subscribe(self, callback: Callable[[LeaseEvent], None]) -> Callable[[], None]:
+        return self._core.subscribe(callback)

@@ -19,14 +19,14 @@ from pathlib import Path
 
 from discovery.datadir import DataDirLock, write_atomic
 from discovery.errors import DiscoveryError
-from discovery.lease.base import MAX_WORKER_ID, LeaseEvent
-from discovery.lease.core import LeaseCore, wall_clock_ms
-from discovery.lease.mint import FloorRecord, MintDecision, ReservePolicy
+from discovery.lease.base import MAX_WORKER_ID
+from discovery.lease.core import CoreBackedLease, LeaseCore, wall_clock_ms
+from discovery.lease.mint import FloorRecord, ReservePolicy
 
 IO_TIMEOUT_S = 5.0  # a floor write (fsync) slower than this means a broken disk
 
 
-class StaticWorkerLease:
+class StaticWorkerLease(CoreBackedLease):
     def __init__(
         self,
         data_dir: Path,
@@ -50,18 +50,6 @@ class StaticWorkerLease:
     def path(self) -> Path:
         return self.data_dir / f"worker-{self._configured_id}.floor.json"
 
-    @property
-    def worker_id(self) -> int | None:
-        return self._core.worker_id
-
-    @property
-    def floor_ms(self) -> int:
-        return self._core.floor_ms
-
-    @property
-    def reserved_until_ms(self) -> int:
-        return self._core.reserved_until_ms
-
     async def acquire(self) -> int:
         """Lock the data dir, read the floor, durably reserve ahead; returns the configured ID."""
         if self._held:
@@ -84,12 +72,6 @@ class StaticWorkerLease:
 
     def valid(self) -> bool:
         return self._held
-
-    def decide(self, now_ms: int | None = None) -> MintDecision:
-        return self._core.decide(self._held, now_ms)
-
-    def subscribe(self, callback: Callable[[LeaseEvent], None]) -> Callable[[], None]:
-        return self._core.subscribe(callback)
 
     async def close(self, *, last_minted_ms: int | None = None) -> None:
         if not self._held:

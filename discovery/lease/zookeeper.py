@@ -40,9 +40,9 @@ from kazoo.protocol.states import EventType, WatchedEvent
 
 from discovery.claim import SessionClaim
 from discovery.errors import LeaseNotHeld, NoFreeWorkerId, ZooKeeperUnavailable
-from discovery.lease.base import MAX_WORKER_ID, LeaseEvent
-from discovery.lease.core import LeaseCore, wall_clock_ms
-from discovery.lease.mint import FloorRecord, MintDecision, ReservePolicy
+from discovery.lease.base import MAX_WORKER_ID
+from discovery.lease.core import CoreBackedLease, LeaseCore, wall_clock_ms
+from discovery.lease.mint import FloorRecord, ReservePolicy
 from discovery.zk import ConnEvent, ConnState, ZkConnection
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ CONFIRM_RETRY_S = 0.2  # between confirmation attempts while ZooKeeper answers w
 REACQUIRE_MAX_BACKOFF_S = 2.0
 
 
-class ZooKeeperWorkerLease:
+class ZooKeeperWorkerLease(CoreBackedLease):
     def __init__(
         self,
         conn: ZkConnection,
@@ -89,18 +89,6 @@ class ZooKeeperWorkerLease:
     # The port
 
     @property
-    def worker_id(self) -> int | None:
-        return self._core.worker_id
-
-    @property
-    def floor_ms(self) -> int:
-        return self._core.floor_ms
-
-    @property
-    def reserved_until_ms(self) -> int:
-        return self._core.reserved_until_ms
-
-    @property
     def margin_s(self) -> float:
         """How long before the session could expire on the server ``valid()`` turns False."""
         return self._claim.margin_s
@@ -112,12 +100,6 @@ class ZooKeeperWorkerLease:
 
     def valid(self) -> bool:
         return self._claim.valid()
-
-    def decide(self, now_ms: int | None = None) -> MintDecision:
-        return self._core.decide(self.valid(), now_ms)
-
-    def subscribe(self, callback: Callable[[LeaseEvent], None]) -> Callable[[], None]:
-        return self._core.subscribe(callback)
 
     async def acquire(self) -> int:
         """Claim a free worker ID (bounded by ``acquire_timeout_s``) and reserve minting time."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from discovery.listeners import Listeners
 from discovery.registry.base import NodeInfo, RegistryView
 
 
@@ -16,7 +17,7 @@ class StaticRegistry:
     def __init__(self) -> None:
         self._me: NodeInfo | None = None
         self._view = RegistryView((), 0)
-        self._listeners: list[Callable[[RegistryView], None]] = []
+        self._listeners: Listeners[RegistryView] = Listeners("registry")
 
     async def start(self, me: NodeInfo) -> None:
         self._set(me)
@@ -39,11 +40,9 @@ class StaticRegistry:
         return list(self._view.nodes)
 
     def subscribe(self, callback: Callable[[RegistryView], None]) -> Callable[[], None]:
-        self._listeners.append(callback)
-        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+        return self._listeners.add(callback)
 
     def _set(self, me: NodeInfo | None) -> None:
         self._me = me
         self._view = RegistryView((me,) if me is not None else (), self._view.version + 1)
-        for callback in list(self._listeners):
-            callback(self._view)
+        self._listeners.notify(self._view)

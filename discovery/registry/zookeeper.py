@@ -30,6 +30,7 @@ from kazoo.exceptions import NodeExistsError, NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 
 from discovery.errors import DiscoveryError, ZooKeeperUnavailable
+from discovery.listeners import Listeners
 from discovery.registry.base import NodeInfo, RegistryView
 from discovery.registry.throttle import Load, ReportThrottle
 from discovery.zk import ConnEvent, ConnState, ZkConnection
@@ -70,7 +71,7 @@ class ZooKeeperRegistry:
         self._version = 0
         self._stale_since: float | None = None
         self._view_cache: RegistryView | None = None
-        self._listeners: list[Callable[[RegistryView], None]] = []
+        self._listeners: Listeners[RegistryView] = Listeners("registry")
         # One watcher object each: kazoo keeps a set per path, so re-watching never stacks duplicates.
         self._children_watcher = conn.bridge(self._on_children)
         self._data_watcher = conn.bridge(self._on_data)
@@ -134,8 +135,7 @@ class ZooKeeperRegistry:
         return list(self.view().nodes)
 
     def subscribe(self, callback: Callable[[RegistryView], None]) -> Callable[[], None]:
-        self._listeners.append(callback)
-        return lambda: self._listeners.remove(callback) if callback in self._listeners else None
+        return self._listeners.add(callback)
 
     # Registration and load writes
 
@@ -257,13 +257,8 @@ class ZooKeeperRegistry:
     def _changed(self) -> None:
         self._version += 1
         self._view_cache = None
-        if self._listeners:
-            view = self.view()
-            for callback in list(self._listeners):
-                try:
-                    callback(view)
-                except Exception:  # one bad listener must not stop the others
-                    log.exception("registry listener failed")
+        if self._listeners:  # building a view costs a sort: only when someone listens
+            self._listeners.notify(self.view())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -1,4 +1,5 @@
-"""A private, throwaway ZooKeeper for fault tests: pause (SIGSTOP), resume, restart, kill.
+"""A private, throwaway ZooKeeper for fault tests: pause (SIGSTOP), resume, restart, kill
+(SIGKILL; its data stays on disk for a restart).
 
 Launched exactly as ``scripts/services.sh`` launches the shared one (Debian's
 zookeeper.jar classpath plus the slf4j→log4j binding, QuorumPeerMain, admin server
@@ -10,12 +11,12 @@ precise: the server rounds expiry up to the next tick.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from tests.support.faults import PausableProcess
 from tests.support.server import free_port
 
 ZK_JARS = ("/usr/share/java/zookeeper.jar", "/usr/share/java/slf4j-log4j12.jar", "/usr/share/java/log4j-1.2.jar")
@@ -34,7 +35,7 @@ def four_letter_word(port: int, word: str, timeout: float = 1.0) -> str:
         return ""
 
 
-class PrivateZooKeeper:
+class PrivateZooKeeper(PausableProcess):
     """A standalone ZooKeeper of this test's own; its data survives :meth:`restart`."""
 
     def __init__(self, workdir: Path, *, tick_ms: int = 200, min_session_ms: int = 500, max_session_ms: int = 60_000) -> None:
@@ -95,25 +96,8 @@ class PrivateZooKeeper:
         self.kill()
         raise RuntimeError(f"private ZooKeeper did not answer ruok within {timeout:g} s")
 
-    def pause(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-    def kill(self) -> None:
-        """SIGKILL (data stays on disk for a restart)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
     def restart(self, timeout: float = 30.0) -> None:
         """Kill, then start on the same port and data: sessions survive if clients return within T."""
         self.kill()
         self.start(timeout)
 
-    stop = kill
