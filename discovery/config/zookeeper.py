@@ -18,6 +18,7 @@ from typing import Any
 from kazoo.exceptions import BadVersionError, NodeExistsError
 from kazoo.protocol.states import EventType, WatchedEvent
 
+from discovery.background import Background
 from discovery.config.schema import ConfigSnapshot, Schema, merge
 from discovery.config.state import ConfigState, StateBackedStore
 from discovery.errors import ConfigConflict, ZooKeeperUnavailable
@@ -48,7 +49,7 @@ class ZooKeeperConfigStore(StateBackedStore):
         self._state = ConfigState(schema)
         # One watcher object: kazoo keeps a set per path, so re-watching never stacks duplicates.
         self._watcher = conn.bridge(self._on_change)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = Background()  # reloads after watch events and reconnects
         self._unsubscribe: Callable[[], None] | None = None
         self._closed = False
 
@@ -64,9 +65,7 @@ class ZooKeeperConfigStore(StateBackedStore):
         self._closed = True
         if self._unsubscribe is not None:
             self._unsubscribe()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.cancel()
 
     async def set(self, changes: Mapping[str, object]) -> ConfigSnapshot:
         checked = self.schema.validate(changes)
@@ -95,9 +94,7 @@ class ZooKeeperConfigStore(StateBackedStore):
     def _spawn_reload(self) -> None:
         if self._closed:
             return
-        task = asyncio.get_running_loop().create_task(self._guarded_reload())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._background.spawn(self._guarded_reload())
 
     async def _guarded_reload(self) -> None:
         while not self._closed:

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 
+from discovery.background import Background
 from discovery.claim import SessionClaim
 from discovery.errors import LeaseNotHeld, NoFreeWorkerId, ZooKeeperUnavailable
 from discovery.lease.base import MAX_WORKER_ID
@@ -83,6 +84,7 @@ class ZooKeeperWorkerLease(CoreBackedLease):
         self._unsubscribe: Callable[[], None] | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._repair: asyncio.Task[None] | None = None  # confirming or re-acquiring
+        self._background = Background()  # watch re-arms, leftover deletes
         # One watcher object: kazoo keeps a set per path, so re-watching never stacks duplicates.
         self._node_watcher = conn.bridge(self._on_node_event)
 
@@ -123,6 +125,7 @@ class ZooKeeperWorkerLease(CoreBackedLease):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        await self._background.cancel()
         worker_id, session = self._core.worker_id, self._claim.session
         if worker_id is not None and session is not None and self.valid():
             try:
@@ -212,7 +215,7 @@ class ZooKeeperWorkerLease(CoreBackedLease):
             self._refresher.cancel()  # it may be waiting on the previous reservation's schedule
         self._refresher = asyncio.create_task(self._core.keep_reserving(self._write_floor), name="lease-reserve")
         self._announce()
-        asyncio.get_running_loop().create_task(self._watch_node(worker_id, session))
+        self._background.spawn(self._watch_node(worker_id, session))
         log.info("worker ID %d leased (floor %d, reserved until %d)", worker_id, self._core.floor_ms, written.reserved_until_ms)
 
     async def _write_floor(self, record: FloorRecord) -> None:
@@ -268,7 +271,7 @@ class ZooKeeperWorkerLease(CoreBackedLease):
         if event.type == EventType.DELETED and worker_id is not None and event.path == f"{self._workers}/{worker_id}":
             self._lose(f"lease znode of worker {worker_id} was deleted")
         elif self._claim.session is not None and worker_id is not None:
-            asyncio.get_running_loop().create_task(self._watch_node(worker_id, self._claim.session))
+            self._background.spawn(self._watch_node(worker_id, self._claim.session))
 
     def _on_lapse(self, at: float) -> None:
         log.warning("worker %s: lease validity lapsed (no ZooKeeper answer for %.1f s)", self._core.worker_id, time.monotonic() - self._conn.last_good)
@@ -284,7 +287,7 @@ class ZooKeeperWorkerLease(CoreBackedLease):
         self._core.end()
         self._core.announce(False, None, at=ended)
         if stale[0] is not None and self._conn.session_id == stale[1]:
-            asyncio.get_running_loop().create_task(self._delete_if_ours(stale[0], stale[1]))
+            self._background.spawn(self._delete_if_ours(stale[0], stale[1]))
         self._start_repair()
 
     def _announce(self, at: float | None = None) -> None:

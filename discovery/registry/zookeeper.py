@@ -29,6 +29,7 @@ from typing import Any
 from kazoo.exceptions import NodeExistsError, NoNodeError
 from kazoo.protocol.states import EventType, WatchedEvent
 
+from discovery.background import Background
 from discovery.errors import DiscoveryError, ZooKeeperUnavailable
 from discovery.listeners import Listeners
 from discovery.registry.base import NodeInfo, RegistryView
@@ -75,7 +76,7 @@ class ZooKeeperRegistry:
         # One watcher object each: kazoo keeps a set per path, so re-watching never stacks duplicates.
         self._children_watcher = conn.bridge(self._on_children)
         self._data_watcher = conn.bridge(self._on_data)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background = Background()  # re-reads after watch events
         self._flusher: asyncio.Task[None] | None = None
         self._repair: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -97,7 +98,8 @@ class ZooKeeperRegistry:
         self._closed = True
         if self._unsubscribe is not None:
             self._unsubscribe()
-        tasks = [t for t in (*self._tasks, self._flusher, self._repair) if t is not None]
+        await self._background.cancel()
+        tasks = [t for t in (self._flusher, self._repair) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -260,14 +262,9 @@ class ZooKeeperRegistry:
         if self._listeners:  # building a view costs a sort: only when someone listens
             self._listeners.notify(self.view())
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _on_children(self, event: WatchedEvent) -> None:
         if not self._closed:
-            self._spawn(self._guarded(self._resync(refetch_all=False)))
+            self._background.spawn(self._guarded(self._resync(refetch_all=False)))
 
     def _on_data(self, event: WatchedEvent) -> None:
         if self._closed:
@@ -279,7 +276,7 @@ class ZooKeeperRegistry:
                 self._registered_on = None
                 self._start_repair()
         else:
-            self._spawn(self._guarded(self._fetch(name)))
+            self._background.spawn(self._guarded(self._fetch(name)))
 
     async def _guarded(self, coro: Coroutine[Any, Any, None]) -> None:
         try:
