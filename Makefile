@@ -54,8 +54,9 @@ cluster: $(STAMP)
 cluster-down:
 	scripts/cluster.sh down
 
+## Every figure of BENCHMARKS.md (starts Redis and Cassandra when they are not up); BENCH_ARGS=--quick: a smoke run.
 bench: $(STAMP)
-	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .chat-data

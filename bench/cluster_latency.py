@@ -2,16 +2,13 @@
 
     .venv/bin/python -m bench.cluster_latency [--rate 1000] [--duration 20] [--profile]
 
-The same measurement as ``bench.send_latency`` (its sockets, schedule and histograms are reused:
-``--senders`` sockets + ``--subscribers`` sockets in one group channel, all subscribed, latency
-from the *scheduled* send time to the ack), against a node started on the shared Cassandra
-(``CHAT_CASSANDRA_CONSISTENCY=ONE``, a fresh keyspace dropped at the end) and Redis. Each
-message is therefore: an LWT idempotency claim + the message insert in Cassandra (the bucket
-index is written once per channel and 10-day bucket), the ack, a Redis ``PUBLISH``, and the
-fan-out of what Redis relays back to the 12 subscribed sockets.
-
-Reported next to the latency: the CPU split over the measured window (node process, Cassandra
-JVM, Redis, this load generator, anything else on the machine).
+``bench.send_latency``'s run (``--senders`` + ``--subscribers`` sockets in one group channel, all
+subscribed, latency from the *scheduled* send time) against a node on the shared Cassandra
+(``CHAT_CASSANDRA_CONSISTENCY=ONE``, a fresh keyspace dropped at the end) and Redis. Each message
+is an LWT idempotency claim + the insert in Cassandra, the ack, a Redis ``PUBLISH`` and the
+fan-out of what Redis relays back to the 12 subscribed sockets. Reported next to the latency:
+the CPU split of the measured window (node and its event-loop thread, Cassandra JVM, Redis,
+this load generator, anything else) and Cassandra's GC pauses in it.
 """
 
 from __future__ import annotations
@@ -19,120 +16,71 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any
 
 from bench import send_latency
-from bench.cluster_common import (
-    CpuSplit,
-    add_cluster_args,
-    bench_keyspace,
-    cluster_facts,
-    cpu_line,
-    gc_line,
-    node_log_stats,
-    print_profile_groups,
-    profile_groups,
-    service_groups,
-    settle,
-    start_node,
-)
-from bench.common import RESULTS, PySpy, print_profile, verdict, write_result
+from bench.harness import cluster
+from bench.harness.load import SendRun
+from bench.harness.measure import headline, parse_args, report, us_per, verdict
+from bench.harness.node import add_node_args, pin_client
+from bench.harness.profile import print_profile
 
 TARGET_P99_MS = 20.0
 
 
-class _SplitMeter:
-    """Stands in for ``SystemCpu`` inside ``send_latency.run``: it is reset and read exactly at the
-    measured window's edges, so the CPU split covers the same window as the latency."""
-
-    instances: ClassVar[list[_SplitMeter]] = []
-    groups: ClassVar[dict[str, list[int | None]]] = {}
-
-    def __init__(self) -> None:
-        self.split = CpuSplit(self.groups, main_thread_of=("node",))
-        self.last: dict[str, float] = {}
-        _SplitMeter.instances.append(self)
-
-    def reset(self) -> None:
-        self.split.reset()
-
-    def read(self) -> float:
-        self.last = self.split.read()
-        return self.last["machine_busy"]
-
-
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=1000.0, help="offered messages per second (total)")
-    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds")
-    parser.add_argument("--warmup", type=float, default=3.0, help="unrecorded seconds first")
-    parser.add_argument("--senders", type=int, default=10)
-    parser.add_argument("--subscribers", type=int, default=2)
-    parser.add_argument("--text-size", type=int, default=100, help="characters per message")
-    parser.add_argument("--name", default="cluster_latency", help="results file name")
-    add_cluster_args(parser)
-    args = parser.parse_args(argv)
+    send_latency.add_latency_args(parser, rate=1000.0)
+    cluster.add_cluster_args(parser)
+    add_node_args(parser, url=False)
+    args = parse_args(parser, argv, name="cluster_latency", quick=send_latency.QUICK)
+    pin_client(args)
 
-    with bench_keyspace(args, "lat") as keyspace:
-        facts = cluster_facts(args, keyspace)
-        server = start_node(args, keyspace, 1, "clat")
+    services = cluster.Services(args)
+    with cluster.bench_keyspace(args, "lat") as keyspace:
+        node = cluster.start_node(args, keyspace, 1, "clat")
         try:
-            busy_before = settle()
-            _SplitMeter.groups = {"node": [server.pid], **service_groups(args), "loadgen": [os.getpid()]}
-            send_latency.SystemCpu = _SplitMeter  # type: ignore[misc,assignment]
-            # The profile goes to bench/results/<--name>.pyspy.txt, not over send_latency's.
-            send_latency.PySpy = lambda pid, seconds, _name, **kw: PySpy(pid, seconds, args.name, **kw)  # type: ignore[misc,assignment]
-            out = asyncio.run(send_latency.run(args, server.target, server))
-            log_tail = server.log_tail(20)
-            logstats = node_log_stats(server)
+            busy_before = cluster.settle()
+            split = services.split({"node": node.pid}, [os.getpid()])
+            out = asyncio.run(send_latency.run(args, node.target, split, node.pid if args.profile else None))
+            gc = services.gc_pauses(split.wall_start, split.wall_start + args.duration)
+            logs = node.log_warnings()
         finally:
-            server.stop()
-    bench: send_latency.LatencyBench = out.pop("bench")
-    cpu = _SplitMeter.instances[-1].last if _SplitMeter.instances else {}
-    gc = _SplitMeter.instances[-1].split.gc if _SplitMeter.instances else {}
-    ack = bench.ack.summary()
-    achieved = ack["count"] / args.duration
+            node.stop()
+    sends: SendRun = out.pop("sends")
+    s = sends.summary()
+    ack, d, cpu = s["ack_latency"], s["delivery_latency"], out["cpu_cores"]
+    rate = s["achieved_acks_per_s"]
     result: dict[str, Any] = {
         "params": vars(args),
-        "store": "Cassandra (shared service) + Redis relay",
-        "cluster": facts,
+        "services": services.facts(),
         "offered_msgs_per_s": args.rate,
-        "achieved_acks_per_s": round(achieved, 1),
-        "ack_latency": ack,
-        "delivery_latency_to_subscribers": bench.delivery.summary(),
-        "client_send_lag": bench.send_lag.summary(),
-        "sent": bench.n_total,
-        "acked": bench.n_acked,
-        "errors": len(bench.errors),
-        "error_samples": bench.errors[:5],
-        "resyncs": bench.resyncs,
-        "cpu_cores": cpu,
-        "cassandra_gc_pauses": gc,
+        **s,
         "machine_busy_before_start": busy_before,
-        "node_cpu_us_per_message": round(cpu["node"] / achieved * 1e6, 1) if cpu and achieved else None,
-        "cassandra_cpu_us_per_message": round(cpu["cassandra"] / achieved * 1e6, 1) if cpu and achieved else None,
+        "cassandra_gc_pauses": gc,
+        "node_cpu_us_per_message": us_per(cpu.get("node"), rate),
+        "cassandra_cpu_us_per_message": us_per(cpu.get("cassandra"), rate),
+        "node_log": logs,
         "target_p99_ms": TARGET_P99_MS,
-        "verdict": verdict(ack["p99_ms"], TARGET_P99_MS, higher_is_better=False) if bench.n_acked == bench.n_total else "MISS (lost acks)",
-        "node_log_tail": log_tail if bench.errors else "",
-        "node_log": logstats,
+        "verdict": verdict(ack["p99_ms"], TARGET_P99_MS, higher_is_better=False) if sends.complete else "MISS (lost acks or deliveries)",
+        "headline": headline(
+            ack_p50_ms=(ack["p50_ms"], "lower"), ack_p99_ms=(ack["p99_ms"], "lower"), node_cpu_cores=(cpu["node"], "lower")
+        ),
         **out,
     }
-    if result.get("profile"):
-        result["profile_groups"] = profile_groups(RESULTS / f"{args.name}.pyspy.txt")
-    path = write_result(args.name, result)
-    d = result["delivery_latency_to_subscribers"]
-    print(
-        f"cluster_latency: {args.rate:.0f} msg/s offered for {args.duration:.0f}s over {args.senders} senders (Cassandra {facts['cassandra_version']}, "
-        f"paxos {facts['paxos_variant']}) -> ack p50 {ack['p50_ms']:.2f} ms, p99 {ack['p99_ms']:.2f} ms, p99.9 {ack['p999_ms']:.2f} ms, max {ack['max_ms']:.2f} ms "
-        f"(delivery p50 {d['p50_ms']:.2f} / p99 {d['p99_ms']:.2f} ms; {bench.n_acked}/{bench.n_total} acked, {len(bench.errors)} errors); "
-        f"CPU cores: {cpu_line(cpu)}; {gc_line(gc)}; target p99 <= {TARGET_P99_MS:.0f} ms: {result['verdict']}  [bench/results/{path.name}]"
+    line = (
+        f"{args.rate:.0f} msg/s offered for {args.duration:.0f}s over {args.senders} senders "
+        f"(Cassandra {result['services'].get('cassandra_version', '?')}) -> ack p50 {ack['p50_ms']:.2f} ms, "
+        f"p99 {ack['p99_ms']:.2f} ms, p99.9 {ack['p999_ms']:.2f} ms, max {ack['max_ms']:.2f} ms (delivery p50 {d['p50_ms']:.2f} / "
+        f"p99 {d['p99_ms']:.2f} ms; {s['acked']}/{s['sent']} acked, {s['errors']} errors); CPU cores: {cluster.cpu_line(cpu)}; "
+        f"{cluster.gc_line(gc)}"
     )
-    if result.get("profile"):
+    report(args.name, result, line=line, target=f"p99 <= {TARGET_P99_MS:.0f} ms", checkout=args.checkout)
+    if result["profile"]:
         print_profile(result["profile"])
-        print_profile_groups(result["profile_groups"])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,15 +1,14 @@
-"""Run every benchmark, one after another (``make bench``).
+"""Run every figure of BENCHMARKS.md, one after another (``make bench``).
 
-    .venv/bin/python -m bench.run_all [--quick] [--profile] [--experiments] [--only ids,memory]
+    .venv/bin/python -m bench.run_all [--quick] [--profile] [--only fanout,memory]
 
-Each benchmark runs in its own process (so one's sockets, threads and memory cannot skew the
-next), prints its result line and writes ``bench/results/<name>.json``; this script then prints
-the result lines again as a summary. ``--quick`` shortens the runs (a smoke test, not figures
-to quote). ``--profile`` adds py-spy profiles of the server (latency and fan-out).
-``--experiments`` also runs the fan-out benchmark against prototypes of the proposed server
-changes (``bench.experiments``); the uvloop ones need ``uvloop`` importable from
-``$BENCH_UVLOOP_PATH`` (``.venv/bin/pip install --target /tmp/bench-uvloop uvloop``), and are
-skipped otherwise.
+Each figure runs in its own process (one's sockets, threads and memory cannot skew the next),
+after a bounded wait for an idle machine, prints its result line and writes
+``bench/results/<name>.json``; the result lines are printed again as a summary at the end. The
+Cassandra + Redis figures need the services: they are started with ``scripts/services.sh up``
+when ``scripts/services.sh status`` says they are not answering (running ones are left alone).
+``--quick`` passes ``--quick`` to every figure (a smoke run of seconds, not figures to quote);
+``--profile`` adds py-spy profiles of the node where a figure supports it.
 """
 
 from __future__ import annotations
@@ -18,74 +17,92 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
-from pathlib import Path
+from collections.abc import Sequence
 
-from bench.common import ROOT, loadavg, machine_info, wait_quiet
+from bench.harness.measure import ROOT, machine_info, wait_quiet
 
-RESULT_PREFIXES = ("ids", "send_latency", "fanout", "memory")
+# (figure, needs Cassandra + Redis, takes --profile)
+FIGURES = [
+    ("ids", False, False),
+    ("send_latency", False, True),
+    ("fanout", False, True),
+    ("memory", False, False),
+    ("cluster_latency", True, True),
+    ("cross_node", True, True),
+    ("history_read", True, True),
+    ("store_throughput", True, True),
+]
+SERVICES = "redis cassandra"
 
 
-def _run(name: str, args: list[str], timeout: float) -> tuple[str, int, str]:
-    busy = wait_quiet()
-    print(f"\n=== {name}: {' '.join(args)}  (machine busy {busy:.2f} cores before start)", flush=True)
+def ensure_services() -> str | None:
+    """Start the services the cluster figures need, unless they answer already; None when up."""
+    env = {**os.environ, "SERVICES": SERVICES, "PYTHON": sys.executable}
+    script = str(ROOT / "scripts" / "services.sh")
+    if subprocess.run([script, "status"], env=env, capture_output=True, timeout=60, check=False).returncode == 0:
+        return None
+    print(f"=== starting services ({SERVICES}) with scripts/services.sh up", flush=True)
+    done = subprocess.run([script, "up"], env=env, timeout=900, check=False)
+    return None if done.returncode == 0 else f"scripts/services.sh up failed (exit {done.returncode})"
+
+
+def run_figure(name: str, argv: list[str], timeout_s: float, quiet_timeout_s: float) -> tuple[int, str]:
+    """Run ``python -m bench.<name> argv`` with its output shown; returns (exit code, result line)."""
+    busy = wait_quiet(timeout_s=quiet_timeout_s)
+    print(f"\n=== {name}: bench.{name} {' '.join(argv)}  (machine busy {busy:.2f} cores before start)", flush=True)
     t0 = time.monotonic()
     lines: list[str] = []
-    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    try:
+    with subprocess.Popen(
+        [sys.executable, "-m", f"bench.{name}", *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        watchdog = threading.Timer(timeout_s, proc.kill)  # a figure that hangs is killed, and its output ends
+        watchdog.start()
+        assert proc.stdout is not None
         for line in proc.stdout:
             print(line, end="", flush=True)
             lines.append(line.rstrip("\n"))
-        code = proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        code = -9
-    summary = next((ln for ln in reversed(lines) if ln.split(":", 1)[0] in RESULT_PREFIXES), lines[-1] if lines else "(no output)")
+        code = proc.wait()
+        watchdog.cancel()
+    result = next((ln for ln in reversed(lines) if ln.startswith(f"{name}:")), lines[-1] if lines else "(no output)")
     print(f"=== {name}: exit {code} after {time.monotonic() - t0:.0f}s", flush=True)
-    return name, code, summary
+    return code, result
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
-    parser.add_argument("--profile", action="store_true", help="py-spy the server in send_latency and fanout")
-    parser.add_argument("--experiments", action="store_true", help="also fan-out against prototypes of proposed changes")
-    parser.add_argument("--only", help="comma-separated subset: ids,send_latency,fanout,memory")
+    parser.add_argument("--quick", action="store_true", help="smoke run: every figure with --quick")
+    parser.add_argument("--profile", action="store_true", help="py-spy profiles of the node (pip install py-spy)")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(f for f, _, _ in FIGURES)}")
     args = parser.parse_args(argv)
+    wanted = set(args.only.split(",")) if args.only else {f for f, _, _ in FIGURES}
+    unknown = wanted - {f for f, _, _ in FIGURES}
+    if unknown:
+        parser.error(f"unknown figure(s): {', '.join(sorted(unknown))}")
 
     m = machine_info()
-    print(f"machine: {m['nproc']} x {m['cpu']}, {m['ram_gib']} GiB, Python {m['python']}, {m['os']}, {m['date']}, load {loadavg():.2f}")
-    if loadavg() > 0.5:
-        print("warning: the machine is already busy (1-minute load > 0.5): latency and fan-out figures will be pessimistic")
-    prof = ["--profile"] if args.profile else []
-    plan: list[tuple[str, list[str], float]] = [
-        ("ids", ["bench.ids", *(["--rounds", "3", "--per-round", "500000"] if args.quick else [])], 120),
-        ("send_latency", ["bench.send_latency", *(["--duration", "5", "--warmup", "1"] if args.quick else []), *prof], 180),
-        ("fanout", ["bench.fanout", *(["--rates", "10,50", "--step", "4", "--no-bisect"] if args.quick else []), *prof], 300),
-        ("memory", ["bench.memory", *(["--connections", "1000", "--no-deflate-compare"] if args.quick else [])], 300),
-    ]
-    if args.experiments:
-        uv = os.environ.get("BENCH_UVLOOP_PATH", "/tmp/bench-uvloop")
-        has_uvloop = (Path(uv) / "uvloop").is_dir()
-        variants = [("rawsend", "--patch rawsend", None), ("fastpath", "--patch fastpath", None)]
-        if has_uvloop:
-            variants += [("uvloop", "--loop uvloop", uv), ("fastpath_uvloop", "--patch fastpath --loop uvloop", uv)]
-        else:
-            print(f"note: no uvloop under {uv}: the uvloop variants are skipped")
-        for name, variant, pp in variants:
-            cmd = ["bench.fanout", "--name", f"fanout_{name}", "--variant", variant, *prof]
-            if pp:
-                cmd += ["--server-pythonpath", pp]
-            plan.append((f"fanout_{name}", cmd, 300))
-    if args.only:
-        wanted = set(args.only.split(","))
-        plan = [p for p in plan if p[0] in wanted or p[0].split("_")[0] in wanted]
-
-    results = [_run(*p) for p in plan]
+    print(
+        f"machine: {m['nproc']} x {m['cpu']}, {m['ram_gib']} GiB, Python {m['python']}, {m['os']}, {m['date']}, "
+        f"commit {m['commit']}, load {m['loadavg_1m']:.2f}"
+    )
+    services_error: str | None = None
+    services_checked = False
+    results: list[tuple[str, int, str]] = []
+    for name, cluster, profiles in FIGURES:
+        if name not in wanted:
+            continue
+        if cluster and not services_checked:
+            services_checked, services_error = True, ensure_services()
+        if cluster and services_error:
+            results.append((name, 1, services_error))
+            continue
+        figure_argv = [*(["--quick"] if args.quick else []), *(["--profile"] if args.profile and profiles else [])]
+        code, line = run_figure(name, figure_argv, timeout_s=240 if args.quick else 900, quiet_timeout_s=10 if args.quick else 90)
+        results.append((name, code, line))
     print("\n=== summary")
     for name, code, line in results:
-        print(f"{name:>22}: {line if code == 0 else f'FAILED (exit {code}): {line}'}")
+        print(f"{name:>16}: {line if code == 0 else f'FAILED (exit {code}): {line}'}")
     return 0 if all(code == 0 for _, code, _ in results) else 1
 
 

@@ -66,7 +66,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     if not settings.cassandra_hosts:
         print("chat migrate: the embedded SQLite store migrates itself at start; set CHAT_CASSANDRA_HOSTS for Cassandra")
         return 0
-    from chat.store.cassandra import migrate
+    from chat.store.cassandra_schema import migrate
 
     return asyncio.run(migrate(settings))
 

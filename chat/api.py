@@ -22,6 +22,8 @@ from chat.errors import BadRequest, ChatError, Internal, NotFound, Unauthorized,
 from chat.http import Authenticator, JSONResponse, error_response, read_json_object
 from chat.node import Node
 from chat.service import MessageService
+from presence.store.base import PresenceUnavailable
+from presence.tracker import PresenceTracker
 
 MAX_BODY_BYTES_FLOOR = 64 * 1024
 DEV_TOKEN_TTL_S = 12 * 3600
@@ -48,6 +50,7 @@ class HttpApi:
         auth: Authenticator,
         messages: MessageService,
         channels: ChannelService,
+        presence: PresenceTracker,
         node: Node,
         settings: ApiSettings,
         dev_tokens: DevTokens = None,
@@ -55,6 +58,7 @@ class HttpApi:
         self._auth = auth
         self._messages = messages
         self._channels = channels
+        self._presence = presence
         self._node = node
         self._settings = settings
         self._dev_tokens = dev_tokens
@@ -75,6 +79,8 @@ class HttpApi:
             Route("/v1/channels/{channel_id}/members/{user}", self.remove_member, methods=["DELETE"]),
             Route("/v1/channels/{channel_id}/messages", self.post_message, methods=["POST"]),
             Route("/v1/channels/{channel_id}/messages", self.get_messages, methods=["GET"]),
+            Route("/v1/presence", self.get_presence, methods=["GET"]),
+            Route("/v1/channels/{channel_id}/presence", self.channel_presence, methods=["GET"]),
         ]
 
     async def _body(self, request: Request) -> dict[str, Any]:
@@ -171,6 +177,32 @@ class HttpApi:
         command = commands.history_query(_channel_param(request), request.query_params)
         page = await self._messages.history(principal, command)
         return JSONResponse({"messages": [m.to_wire() for m in page.messages], "has_more": page.has_more})
+
+
+    # Presence
+
+    async def get_presence(self, request: Request) -> Response:
+        """``?user=a&user=b`` → each user's status and last_seen, the same from every node."""
+        self._auth.request(request)
+        users = commands.presence_users_query(request.query_params.getlist("user"))
+        try:
+            states = await self._presence.query(users)
+        except PresenceUnavailable:
+            raise Unavailable("presence is unavailable right now", retry_after_ms=1000) from None
+        return JSONResponse({"users": {u: p.to_wire() for u, p in states.items()}})
+
+    async def channel_presence(self, request: Request) -> Response:
+        """Members only: how many members are online, and up to 100 of them."""
+        principal = self._auth.request(request)
+        members, complete = await self._channels.members_sample(principal, _channel_param(request))
+        try:
+            sample = await self._presence.online_among(members)
+        except PresenceUnavailable:
+            raise Unavailable("presence is unavailable right now", retry_after_ms=1000) from None
+        body = sample.to_wire()
+        if not complete:
+            body["sampled"] = True  # a room past MEMBERS_SAMPLED members: counted among the first ones
+        return JSONResponse(body)
 
 
 def _channel_param(request: Request) -> int:

@@ -40,6 +40,7 @@ from chat.relay.base import Relay
 from chat.service import MessageLimits, MessageService
 from chat.session import SessionLimits
 from chat.store.base import MessageStore
+from chat.watchers import PresenceFanout
 from chat.ws import WebSocketEndpoint
 from discovery.registry.base import Registry
 from presence.store.base import PresenceStore
@@ -76,9 +77,14 @@ def build_registry(settings: Settings) -> Registry:
 
 
 def build_presence_store(settings: Settings) -> PresenceStore:
+    timeout_ms = int(settings.presence_timeout_s * 1000)
+    if settings.redis_url:
+        from presence.store.redis import RedisPresenceStore
+
+        return RedisPresenceStore(settings.redis_url, timeout_ms=timeout_ms)
     from presence.store.memory import MemoryPresenceStore
 
-    return MemoryPresenceStore()
+    return MemoryPresenceStore(timeout_ms=timeout_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +111,29 @@ def create_app(
     store = store or build_store(settings)
     relay = relay or build_relay(settings)
     registry = registry or build_registry(settings)
-    presence = PresenceTracker(presence_store or build_presence_store(settings))
+    presence_store = presence_store or build_presence_store(settings)
+    fanout = PresenceFanout(store=store, relay=relay, fanout_max=settings.presence_fanout_max)
+    presence = PresenceTracker(
+        presence_store,
+        heartbeat_s=settings.presence_heartbeat_s,
+        fanout_max=settings.presence_fanout_max,
+        on_transition=fanout.transition,
+    )
     # The floor: IDs minted from now on sort after anything minted before this start.
     minter = IdMinter(SnowflakeGenerator(settings.worker_id, floor_ms=wall_clock_ms()))
     access = Access(store)
     hub = Hub(relay)
     messages = MessageService(
-        store=store, relay=relay, minter=minter, access=access, limits=MessageLimits(store_timeout_s=settings.store_timeout_s)
+        store=store,
+        relay=relay,
+        minter=minter,
+        access=access,
+        limits=MessageLimits(
+            store_timeout_s=settings.store_timeout_s,
+            history_max_bytes=settings.history_max_bytes,
+            user_send_per_s=settings.user_send_per_s,
+            user_send_burst=settings.user_send_burst,
+        ),
     )
     adds = AddGuard(
         per_adder_rate=settings.add_others_per_min / 60,
@@ -122,22 +144,21 @@ def create_app(
     node = Node(
         settings=NodeSettings(node_id=settings.node_id, url=settings.ws_url, drain_grace_s=settings.drain_grace_s),
         registry=registry,
-        checks={"store": store.ping, "relay": relay.ping},
+        checks={"store": store.ping, "relay": relay.ping, "presence": presence_store.ping},
     )
     gateway = Gateway(
         messages=messages,
         access=access,
         hub=hub,
         presence=presence,
-        settings=GatewaySettings(
-            node_id=settings.node_id, heartbeat_interval_ms=settings.heartbeat_interval_ms, replay_cap=settings.replay_cap
-        ),
+        settings=GatewaySettings(node_id=settings.node_id, replay_cap=settings.replay_cap),
     )
     authenticator = Authenticator(auth.TokenVerifier(settings), KeyedLimiter(settings.rate_per_s, settings.rate_burst))
     http_api = HttpApi(
         auth=authenticator,
         messages=messages,
         channels=channels,
+        presence=presence,
         node=node,
         settings=ApiSettings(
             node_id=settings.node_id,
@@ -147,7 +168,14 @@ def create_app(
         ),
         dev_tokens=(lambda user: auth.issue_token(settings, user, ttl_s=api.DEV_TOKEN_TTL_S)) if settings.dev_login_enabled else None,
     )
-    websocket = WebSocketEndpoint(auth=authenticator, gateway=gateway, node=node, limits=session_limits(settings))
+    websocket = WebSocketEndpoint(
+        auth=authenticator,
+        gateway=gateway,
+        node=node,
+        limits=session_limits(settings),
+        handshakes=KeyedLimiter(settings.handshake_per_s, settings.handshake_burst),
+        max_sockets_per_user=settings.user_max_sockets,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -159,6 +187,10 @@ def create_app(
                 await hub.start()
             stack.push_async_callback(relay.close)
             stack.push_async_callback(messages.close)  # its gap announcer, before the relay closes
+            stack.push_async_callback(fanout.close)
+            stack.push_async_callback(presence_store.close)
+            await presence.start()
+            stack.push_async_callback(presence.close)  # after the sockets: their last events are written
             await registry.start(node.me())
             stack.push_async_callback(registry.close)
             stack.push_async_callback(node.drain)  # runs first on the way out

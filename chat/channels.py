@@ -27,6 +27,9 @@ from chat.store.base import AddResult, MessageStore
 
 log = logging.getLogger(__name__)
 
+#: Members looked at for a channel's online count: a huge room is sampled, never read in full.
+MEMBERS_SAMPLED = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class ChannelView:
@@ -105,6 +108,12 @@ class ChannelService:
             return ChannelView(channel, None, await self._store.count_members(channel_id))
         members = await self._store.list_members(channel_id)
         return ChannelView(channel, members, len(members))
+
+    async def members_sample(self, principal: Principal, channel_id: int) -> tuple[list[str], bool]:
+        """Up to :data:`MEMBERS_SAMPLED` members (members only), and whether that is all of them."""
+        await self._access.require_member(principal, channel_id)
+        members = await self._store.list_members(channel_id, limit=MEMBERS_SAMPLED + 1)
+        return members[:MEMBERS_SAMPLED], len(members) <= MEMBERS_SAMPLED
 
     async def add_member(self, principal: Principal, command: commands.AddMember) -> tuple[str, AddResult]:
         """Add ``command.user`` (or the caller); returns ``(user, result)``."""

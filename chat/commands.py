@@ -21,7 +21,8 @@ from chat.ids import parse_id
 
 # Limits
 MAX_CHANNELS_PER_FRAME = 500  # distinct channels in one subscribe/unsubscribe (the web client sends 500 at most)
-MAX_USERS_PER_QUERY = 1000  # users in one presence query
+MAX_USERS_PER_QUERY = 1000  # users in one presence query or presence_subscribe
+MAX_WATCHED_PER_SOCKET = 1000  # users one socket may watch with presence_subscribe
 MAX_CLIENT_MSG_ID = 64
 MAX_CHANNEL_NAME = 100
 MAX_MEMBERS_PER_REQUEST = 10_000
@@ -103,7 +104,19 @@ class PresenceQuery:
     users: tuple[str, ...]
 
 
-Command = Subscribe | Unsubscribe | Send | History | Heartbeat | Typing | Read | PresenceQuery
+@dataclass(frozen=True, slots=True)
+class PresenceSubscribe:
+    id: FrameId
+    users: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceUnsubscribe:
+    id: FrameId
+    users: tuple[str, ...]
+
+
+Command = Subscribe | Unsubscribe | Send | History | Heartbeat | Typing | Read | PresenceQuery | PresenceSubscribe | PresenceUnsubscribe
 
 
 # Commands of the HTTP API only
@@ -301,10 +314,29 @@ def read(fields: Mapping[str, Any], frame_id: FrameId) -> Read:
 
 
 def presence_query(fields: Mapping[str, Any], frame_id: FrameId) -> PresenceQuery:
+    return PresenceQuery(frame_id, _presence_users(fields))
+
+
+def presence_subscribe(fields: Mapping[str, Any], frame_id: FrameId) -> PresenceSubscribe:
+    return PresenceSubscribe(frame_id, _presence_users(fields))
+
+
+def presence_unsubscribe(fields: Mapping[str, Any], frame_id: FrameId) -> PresenceUnsubscribe:
+    return PresenceUnsubscribe(frame_id, _presence_users(fields))
+
+
+def presence_users_query(values: list[str]) -> tuple[str, ...]:
+    """``GET /v1/presence?user=a&user=b``: at least one, at most 1,000 users."""
+    if not values:
+        raise BadRequest("name at least one user: ?user=alice&user=bob")
+    return user_list(values, "user", MAX_USERS_PER_QUERY)
+
+
+def _presence_users(fields: Mapping[str, Any]) -> tuple[str, ...]:
     users = fields.get("users")
     if not isinstance(users, list):
         raise BadRequest("users must be a list of user ids")
-    return PresenceQuery(frame_id, user_list(users, "users", MAX_USERS_PER_QUERY))
+    return user_list(users, "users", MAX_USERS_PER_QUERY)
 
 
 def create_channel(body: Mapping[str, Any]) -> CreateChannel:

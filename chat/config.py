@@ -29,6 +29,9 @@ _DECIMAL_TEXT = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
 # CHAT_* variables of the project's scripts and tests (scripts/services.sh, tests/): not settings.
 _NOT_SETTINGS = ("CHAT_TEST_", "CHAT_SERVICES_DIR", "CHAT_SCREENSHOT")
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
+# A Cassandra keyspace name: it is written into CQL text, so only names that match this in
+# full (fullmatch: ``$`` would let a trailing newline through) are ever used.
+KEYSPACE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,47}")
 
 
 class ConfigError(Exception):
@@ -74,6 +77,7 @@ class Settings:
     group_max_members: int = 100  # CHAT_GROUP_MAX_MEMBERS
     max_message_chars: int = 100_000  # CHAT_MAX_MESSAGE_CHARS (Unicode code points)
     replay_cap: int = 1000  # CHAT_REPLAY_CAP: messages replayed per channel on subscribe+since
+    history_max_bytes: int = 1024 * 1024  # CHAT_HISTORY_MAX_BYTES: a history page's messages, encoded (≥ 1 message)
     add_others_per_min: float = 60.0  # CHAT_ADD_OTHERS_PER_MIN: other users one user may add to channels, sustained
     add_others_burst: int = 200  # CHAT_ADD_OTHERS_BURST: … at once (≥ CHAT_GROUP_MAX_MEMBERS - 1: a full group in one go)
     added_by_others_per_day: int = 500  # CHAT_ADDED_BY_OTHERS_PER_DAY: channels others may add one user to per day
@@ -83,12 +87,21 @@ class Settings:
     send_queue_bytes: int = 8 * 1024 * 1024  # CHAT_SEND_QUEUE_BYTES: bytes buffered per socket before `resync`
     rate_per_s: float = 50.0  # CHAT_RATE_PER_S: sustained frames/s per socket
     rate_burst: int = 200  # CHAT_RATE_BURST: token-bucket depth
+    user_send_per_s: float = 50.0  # CHAT_USER_SEND_PER_S: messages/s one user may send over all their sockets and HTTP
+    user_send_burst: int = 200  # CHAT_USER_SEND_BURST
+    user_max_sockets: int = 50  # CHAT_USER_MAX_SOCKETS: sockets one user may hold open on a node
+    handshake_per_s: float = 20.0  # CHAT_HANDSHAKE_PER_S: WebSocket handshakes/s per client address
+    handshake_burst: int = 100  # CHAT_HANDSHAKE_BURST
     flood_strikes: int = 100  # CHAT_FLOOD_STRIKES: rate-limited frames within one refill of the bucket before 1008
     oversize_strikes: int = 3  # CHAT_OVERSIZE_STRIKES: too_large frames before close 1009
 
+    # Presence
+    presence_heartbeat_s: float = 5.0  # CHAT_PRESENCE_HEARTBEAT_S: clients heartbeat this often (told in `hello`)
+    presence_timeout_s: float = 30.0  # CHAT_PRESENCE_TIMEOUT_S: a device without a heartbeat this long is offline (≥ 2 heartbeats)
+    presence_fanout_max: int = 100  # CHAT_PRESENCE_FANOUT_MAX: channels with more members get no presence pushes
+
     # Timeouts
     handshake_timeout_s: float = 10.0  # CHAT_HANDSHAKE_TIMEOUT_S: connect → complete request headers (HTTP or WebSocket upgrade)
-    heartbeat_interval_ms: int = 5000  # CHAT_HEARTBEAT_INTERVAL_MS: told to clients in `hello`
     ping_interval_s: float = 20.0  # CHAT_PING_INTERVAL_S: server WebSocket pings
     ping_timeout_s: float = 20.0  # CHAT_PING_TIMEOUT_S: no pong within this → close
     drain_grace_s: float = 5.0  # CHAT_DRAIN_GRACE_S: SIGTERM → close sockets → wait this for writes
@@ -230,7 +243,7 @@ def _parse(read: _ReadsRecorded, *, create_dev_secret: bool, data_dir_probe: boo
     if consistency not in _CONSISTENCY_LEVELS:
         problems.append(f"CHAT_CASSANDRA_CONSISTENCY={consistency!r}: one of {', '.join(sorted(_CONSISTENCY_LEVELS))}")
     keyspace = read.get("CHAT_CASSANDRA_KEYSPACE", "").strip() or d.cassandra_keyspace
-    if not re.match(r"^[A-Za-z][A-Za-z0-9_]{0,47}$", keyspace):
+    if not KEYSPACE_NAME.fullmatch(keyspace):
         problems.append(f"CHAT_CASSANDRA_KEYSPACE={keyspace!r}: letters, digits and _ (≤ 48, starting with a letter)")
     allowed_origins = _split(read.get("CHAT_ALLOWED_ORIGINS", ""))
     for origin in allowed_origins:
@@ -273,6 +286,7 @@ def _parse(read: _ReadsRecorded, *, create_dev_secret: bool, data_dir_probe: boo
         group_max_members=get_int("CHAT_GROUP_MAX_MEMBERS", d.group_max_members, 2, 1_000_000),
         max_message_chars=get_int("CHAT_MAX_MESSAGE_CHARS", d.max_message_chars, 1, 1_000_000),
         replay_cap=get_int("CHAT_REPLAY_CAP", d.replay_cap, 1, 100_000),
+        history_max_bytes=get_int("CHAT_HISTORY_MAX_BYTES", d.history_max_bytes, 64 * 1024, 1 << 30),
         add_others_per_min=get_float("CHAT_ADD_OTHERS_PER_MIN", d.add_others_per_min, 0.1, 1_000_000),
         add_others_burst=get_int("CHAT_ADD_OTHERS_BURST", d.add_others_burst, 1, 1_000_000),
         added_by_others_per_day=get_int("CHAT_ADDED_BY_OTHERS_PER_DAY", d.added_by_others_per_day, 1, 100_000_000),
@@ -280,10 +294,17 @@ def _parse(read: _ReadsRecorded, *, create_dev_secret: bool, data_dir_probe: boo
         send_queue_bytes=get_int("CHAT_SEND_QUEUE_BYTES", d.send_queue_bytes, 64 * 1024, 1 << 31),
         rate_per_s=get_float("CHAT_RATE_PER_S", d.rate_per_s, 0.1, 1_000_000),
         rate_burst=get_int("CHAT_RATE_BURST", d.rate_burst, 1, 1_000_000),
+        user_send_per_s=get_float("CHAT_USER_SEND_PER_S", d.user_send_per_s, 0.1, 1_000_000),
+        user_send_burst=get_int("CHAT_USER_SEND_BURST", d.user_send_burst, 1, 1_000_000),
+        user_max_sockets=get_int("CHAT_USER_MAX_SOCKETS", d.user_max_sockets, 1, 1_000_000),
+        handshake_per_s=get_float("CHAT_HANDSHAKE_PER_S", d.handshake_per_s, 0.1, 1_000_000),
+        handshake_burst=get_int("CHAT_HANDSHAKE_BURST", d.handshake_burst, 1, 1_000_000),
         flood_strikes=get_int("CHAT_FLOOD_STRIKES", d.flood_strikes, 1, 1_000_000),
         oversize_strikes=get_int("CHAT_OVERSIZE_STRIKES", d.oversize_strikes, 1, 1000),
+        presence_heartbeat_s=get_float("CHAT_PRESENCE_HEARTBEAT_S", d.presence_heartbeat_s, 0.1, 3600),
+        presence_timeout_s=get_float("CHAT_PRESENCE_TIMEOUT_S", d.presence_timeout_s, 0.2, 86_400),
+        presence_fanout_max=get_int("CHAT_PRESENCE_FANOUT_MAX", d.presence_fanout_max, 0, 100_000),
         handshake_timeout_s=get_float("CHAT_HANDSHAKE_TIMEOUT_S", d.handshake_timeout_s, 0.1, 600),
-        heartbeat_interval_ms=get_int("CHAT_HEARTBEAT_INTERVAL_MS", d.heartbeat_interval_ms, 100, 3_600_000),
         ping_interval_s=get_float("CHAT_PING_INTERVAL_S", d.ping_interval_s, 0.05, 3600),
         ping_timeout_s=get_float("CHAT_PING_TIMEOUT_S", d.ping_timeout_s, 0.05, 3600),
         drain_grace_s=get_float("CHAT_DRAIN_GRACE_S", d.drain_grace_s, 0, 600),
@@ -292,6 +313,10 @@ def _parse(read: _ReadsRecorded, *, create_dev_secret: bool, data_dir_probe: boo
     group_max, burst = settings_kwargs["group_max_members"], settings_kwargs["add_others_burst"]
     if isinstance(group_max, int) and isinstance(burst, int) and burst < group_max - 1:
         problems.append(f"CHAT_ADD_OTHERS_BURST={burst}: at least CHAT_GROUP_MAX_MEMBERS - 1 ({group_max - 1}), or no full group can be created")
+    beat, timeout = settings_kwargs["presence_heartbeat_s"], settings_kwargs["presence_timeout_s"]
+    if isinstance(beat, float) and isinstance(timeout, float) and timeout < 2 * beat:
+        # A device heartbeating on time would go offline whenever one heartbeat came late.
+        problems.append(f"CHAT_PRESENCE_TIMEOUT_S={timeout}: must be at least twice CHAT_PRESENCE_HEARTBEAT_S ({beat})")
     if problems:
         raise ConfigError(problems)
     if symmetric and not secret and data_dir_probe:

@@ -41,6 +41,8 @@ from collections.abc import Callable
 from chat.ids import TIMESTAMP_SHIFT
 from chat.protocol import Frame
 
+#: Presence transitions remembered per socket, to pass each one on once.
+PRESENCE_SEEN = 512
 #: How long after storing a message another node may still publish it (its publish is bounded
 #: far below this): live copies of replayed messages are dropped for this much ID time.
 LATE_WINDOW_MS = 10_000
@@ -100,6 +102,8 @@ class Delivery:
         self.bytes = 0
         self.streams: dict[int, Stream] = {}
         self.owed: set[int] = set()  # channels owed a resync
+        # user → stamp of the last presence transition passed on (insertion order: LRU).
+        self.presence_seen: dict[str, int] = {}
         self.closed = False
 
     # Queries
@@ -153,6 +157,21 @@ class Delivery:
         """Typing and the like: queued if the channel is live and there is room, else dropped."""
         stream = self.streams.get(channel)
         if stream is None or stream.replaying or stream.gapped or self.closed or not self.has_room():
+            return False
+        self._queue(frame)
+        return True
+
+    def presence(self, user: str, stamp: int, frame: Frame) -> bool:
+        """A presence transition, possibly one more copy of it (it comes through every small
+        channel the socket shares with the user). Queued once, and only if there is room."""
+        seen = self.presence_seen
+        if seen.get(user) == stamp or self.closed:
+            return False
+        seen.pop(user, None)
+        seen[user] = stamp
+        if len(seen) > PRESENCE_SEEN:
+            del seen[next(iter(seen))]
+        if not self.has_room():
             return False
         self._queue(frame)
         return True
@@ -238,12 +257,22 @@ class Delivery:
 
     # The writer
 
-    def take(self) -> list[Frame]:
-        """Everything queued, in order, for the writer (it stays counted until :meth:`written`)."""
-        if not self.outbox:
+    def take(self, max_bytes: int | None = None) -> list[Frame]:
+        """Queued frames, in order, for the writer: all of them, or as many as fit ``max_bytes``
+        (at least one). They stay counted until :meth:`written`."""
+        outbox = self.outbox
+        if not outbox:
             return []
-        frames = list(self.outbox)
-        self.outbox.clear()
+        if max_bytes is None or self.bytes <= max_bytes:
+            frames = list(outbox)
+            outbox.clear()
+            return frames
+        frames = [outbox.popleft()]
+        size = len(frames[0])
+        while outbox and size + len(outbox[0]) <= max_bytes:
+            frame = outbox.popleft()
+            frames.append(frame)
+            size += len(frame)
         return frames
 
     def written(self, frames: int, nbytes: int) -> bool:

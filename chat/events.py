@@ -7,8 +7,9 @@ Layout (ASCII header, one line, then the frame bytes exactly as sockets receive 
 
 ``kind`` is one of ``m`` (message), ``t`` (typing), ``r`` (read marker), ``k`` (kick:
 the user left a channel), ``j`` (joined: the user was added to a channel), ``g`` (gap: a
-message of the channel is stored but was not published; no frame). Unused numbers are ``0``,
-an unknown origin ``-``.
+message of the channel is stored but was not published; no frame), ``p`` (a presence
+transition: ``origin`` is the user, ``message_id`` the transition's stamp, see
+``chat.watchers.stamp``). Unused numbers are ``0``, an unknown origin ``-``.
 The frame is encoded once by the publisher; every node and every socket reuses it.
 """
 
@@ -22,6 +23,7 @@ READ = "r"
 KICK = "k"
 JOINED = "j"
 GAP = "g"
+PRESENCE = "p"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,11 @@ from typing import Any
 from chat import commands, protocol
 from chat.access import Access
 from chat.commands import ChannelRef, Command
-from chat.errors import ChatError, FrameId, NotFound
+from chat.errors import BadRequest, ChatError, FrameId, NotFound, Unavailable
 from chat.hub import Hub
 from chat.service import MessageService
 from chat.session import Session
+from presence.store.base import PresenceUnavailable
 from presence.tracker import PresenceTracker
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatewaySettings:
     node_id: str
-    heartbeat_interval_ms: int  # told to clients in `hello`
     replay_cap: int  # messages replayed per channel on subscribe + since before `resync`
 
 
@@ -49,6 +49,8 @@ class Gateway:
             commands.Typing: self.typing,
             commands.Read: self.read,
             commands.PresenceQuery: self.presence,
+            commands.PresenceSubscribe: self.presence_subscribe,
+            commands.PresenceUnsubscribe: self.presence_unsubscribe,
         }
 
     # A connection's life
@@ -65,22 +67,36 @@ class Gateway:
                     "node_id": self._settings.node_id,
                     "session_id": session.session_id,
                     "user": session.user,
-                    "heartbeat_interval_ms": self._settings.heartbeat_interval_ms,
+                    "heartbeat_interval_ms": self._presence.heartbeat_interval_ms,
                 },
             )
         )
 
     async def close(self, session: Session) -> None:
-        """The socket is gone: detach it from the hub and from presence."""
+        """The socket is gone: detach it from the hub, and from presence if the client left on
+        purpose (a dropped connection stays online until the presence timeout: no flapping
+        while a phone goes through a tunnel; a drained node's clients reconnect elsewhere)."""
         session.stop()
         for channel in list(session.delivery.streams):
             session.delivery.close_stream(channel)
             await self._hub.leave_channel(channel, session)
+        for user in list(session.watching):
+            await self._hub.unwatch(user, session)
+        session.watching.clear()
         await self._hub.leave_user(session)
-        await self._presence.disconnected(session.user, session.session_id)
+        if session.left_cleanly:
+            await self._presence.disconnected(session.user, session.session_id)
 
     async def handle(self, session: Session, command: Command) -> None:
         await self._handlers[type(command)](session, command)
+
+    def handle_now(self, session: Session, command: Command) -> bool:
+        """Handle a command that needs no await, at once (heartbeats); False: use :meth:`handle`."""
+        if type(command) is not commands.Heartbeat:
+            return False
+        self._presence.heartbeat(session.user, session.session_id)
+        session.push(protocol.reply("heartbeat_ack", command.id))
+        return True
 
     # The ops
 
@@ -138,8 +154,7 @@ class Gateway:
         session.push(protocol.reply("history", command.id, fields))
 
     async def heartbeat(self, session: Session, command: commands.Heartbeat) -> None:
-        await self._presence.heartbeat(session.user, session.session_id)
-        session.push(protocol.reply("heartbeat_ack", command.id))
+        self.handle_now(session, command)
 
     async def typing(self, session: Session, command: commands.Typing) -> None:
         await self._messages.typing(session.principal, command, session.session_id)
@@ -148,5 +163,32 @@ class Gateway:
         await self._messages.mark_read(session.principal, command, session.session_id)
 
     async def presence(self, session: Session, command: commands.PresenceQuery) -> None:
-        states = await self._presence.query(list(command.users))
-        session.push(protocol.reply("presence", command.id, {"users": {u: p.to_wire() for u, p in states.items()}}))
+        session.push(protocol.reply("presence", command.id, {"users": await self._query(command.users)}))
+
+    async def presence_subscribe(self, session: Session, command: commands.PresenceSubscribe) -> None:
+        """Watch users: their transitions are pushed from now on; the reply is their presence now."""
+        new = [u for u in command.users if u not in session.watching]
+        if len(session.watching) + len(new) > commands.MAX_WATCHED_PER_SOCKET:
+            raise BadRequest(f"a socket watches at most {commands.MAX_WATCHED_PER_SOCKET} users")
+        for user in new:
+            session.watching.add(user)
+            try:
+                await self._hub.watch(user, session)
+            except ChatError:
+                session.watching.discard(user)
+                raise
+        session.push(protocol.reply("presence", command.id, {"users": await self._query(command.users)}))
+
+    async def presence_unsubscribe(self, session: Session, command: commands.PresenceUnsubscribe) -> None:
+        for user in command.users:
+            if user in session.watching:
+                session.watching.discard(user)
+                await self._hub.unwatch(user, session)
+        session.push(protocol.reply("presence_unsubscribed", command.id, {"users": list(command.users)}))
+
+    async def _query(self, users: tuple[str, ...]) -> dict[str, object]:
+        try:
+            states = await self._presence.query(users)
+        except PresenceUnavailable:
+            raise Unavailable("presence is unavailable right now", retry_after_ms=1000) from None
+        return {u: p.to_wire() for u, p in states.items()}

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from chat import events
 from chat.protocol import Frame
-from chat.relay.base import Relay, channel_topic, user_topic
+from chat.relay.base import Relay, channel_topic, presence_topic, user_topic
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ class Subscriber(Protocol):
 
     def deliver_control(self, frame: Frame) -> None:
         """A frame for the user (read marker, joined): never dropped."""
+
+    def deliver_presence(self, user: str, stamp: int, frame: Frame) -> None:
+        """A presence transition of ``user`` (the same one may come through several channels)."""
 
     def gap(self, channel: int) -> None:
         """Messages of ``channel`` may have been lost on the way: owe the socket a resync."""
@@ -81,6 +84,13 @@ class Hub:
 
     async def leave_user(self, subscriber: Subscriber) -> None:
         await self._leave(user_topic(subscriber.user), subscriber)
+
+    async def watch(self, user: str, subscriber: Subscriber) -> None:
+        """Route ``user``'s presence transitions to ``subscriber`` (``presence_subscribe``)."""
+        await self._join(presence_topic(user), subscriber)
+
+    async def unwatch(self, user: str, subscriber: Subscriber) -> None:
+        await self._leave(presence_topic(user), subscriber)
 
     async def _join(self, topic: str, subscriber: Subscriber) -> None:
         interest = self._topics.get(topic)
@@ -131,6 +141,11 @@ class Hub:
             for subscriber in interest.subscribers:
                 if subscriber.session_id != env.origin:
                     subscriber.deliver_control(frame)
+        elif kind == events.PRESENCE:
+            user, mark = env.origin, env.message_id
+            for subscriber in interest.subscribers:
+                if subscriber.user != user:  # nobody watches themselves
+                    subscriber.deliver_presence(user, mark, frame)
         elif kind == events.GAP:
             for subscriber in interest.subscribers:
                 subscriber.gap(channel)

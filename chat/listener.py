@@ -20,9 +20,9 @@ class for either):
   protocol's JSON error body with ``Connection: close``; the socket then drops what the client
   still sends for at most :data:`LINGER_S` (so the client reads the answer, not a reset caused by
   unread bytes) and is closed.
-* :class:`GuardedWebSocketProtocol` (a ``WebSocketsSansIOProtocol``): when the sans-I/O parser
-  refuses the handshake request, writes the response it queued and closes the socket (a safety
-  net: the limits above leave it little to refuse).
+* :class:`GuardedWebSocketProtocol` (chat/wsproto.py's ``WebSocketsSansIOProtocol``): when the
+  sans-I/O parser refuses the handshake request, writes the response it queued and closes the
+  socket (a safety net: the limits above leave it little to refuse).
 
 uvicorn internals this relies on (the version range is pinned in pyproject.toml, and
 tests/unit/test_listener.py fails loudly when one of them changes):
@@ -47,11 +47,11 @@ from typing import Any, ClassVar, NoReturn
 import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 
 from chat.errors import BadRequest, ChatError, HeadersTooLarge, RequestTimeout, UriTooLong
 from chat.ratelog import OncePerInterval
+from chat.wsproto import DirectSocket
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +197,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's sans-I/O WebSocket protocol, which also answers and closes a refused handshake."""
+class GuardedWebSocketProtocol(DirectSocket):
+    """uvicorn's sans-I/O WebSocket protocol with the direct path (chat/wsproto.py), which also
+    answers and closes a refused handshake."""
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

@@ -35,7 +35,25 @@ class Node:
         self._registry = registry
         self._checks = checks
         self.sessions: set[Session] = set()
+        self._per_user: dict[str, int] = {}
         self.draining = False
+
+    def add(self, session: Session) -> None:
+        self.sessions.add(session)
+        self._per_user[session.user] = self._per_user.get(session.user, 0) + 1
+
+    def discard(self, session: Session) -> None:
+        if session in self.sessions:
+            self.sessions.discard(session)
+            left = self._per_user[session.user] - 1
+            if left:
+                self._per_user[session.user] = left
+            else:
+                del self._per_user[session.user]
+
+    def sockets_of(self, user: str) -> int:
+        """How many sockets ``user`` has open on this node."""
+        return self._per_user.get(user, 0)
 
     def me(self) -> NodeInfo:
         s = self.settings

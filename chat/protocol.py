@@ -7,6 +7,7 @@ same :class:`Frame` object goes to every socket that receives it.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,6 +30,8 @@ _PARSERS: dict[str, _Parser] = {
     "typing": lambda f, i, _: commands.typing(f, i),
     "read": lambda f, i, _: commands.read(f, i),
     "presence": lambda f, i, _: commands.presence_query(f, i),
+    "presence_subscribe": lambda f, i, _: commands.presence_subscribe(f, i),
+    "presence_unsubscribe": lambda f, i, _: commands.presence_unsubscribe(f, i),
 }
 
 
@@ -74,13 +77,15 @@ def peek_frame_id(raw: str | bytes) -> FrameId:
 
 
 class Frame:
-    """One encoded server frame, shared by every socket it is sent to."""
+    """One encoded server frame, shared by every socket it is sent to: its JSON, and — built
+    once, on first use — its text and its WebSocket framing."""
 
-    __slots__ = ("data", "_text")
+    __slots__ = ("data", "_text", "_wire")
 
     def __init__(self, data: bytes) -> None:
         self.data = data  # the JSON, UTF-8
         self._text: str | None = None
+        self._wire: bytes | None = None
 
     def __len__(self) -> int:
         return len(self.data)
@@ -94,6 +99,23 @@ class Frame:
         if self._text is None:
             self._text = self.data.decode()
         return self._text
+
+    @property
+    def wire(self) -> bytes:
+        """The frame as a complete WebSocket text frame. Server frames are not masked, so these
+        bytes are the same for every recipient: one copy serves a whole room."""
+        if self._wire is None:
+            self._wire = ws_text_header(len(self.data)) + self.data
+        return self._wire
+
+
+def ws_text_header(length: int) -> bytes:
+    """RFC 6455 header of an unmasked, final text frame carrying ``length`` bytes."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x81, 126, length)
+    return struct.pack("!BBQ", 0x81, 127, length)
 
 
 def encode(op: str, fields: Mapping[str, Any]) -> bytes:

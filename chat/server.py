@@ -94,6 +94,8 @@ def uvicorn_config(app: ASGIApp, settings: Settings, *, log_level: str = "info")
         app,
         host=settings.host,
         port=settings.port,
+        # websockets-sansio with a direct write path (chat/wsproto.py) that answers and closes a
+        # refused handshake (chat/listener.py)
         ws=GuardedWebSocketProtocol,
         # Off: deflate costs tens of KiB per socket and would force one encode per recipient.
         ws_per_message_deflate=False,

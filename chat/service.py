@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+
+import orjson
 
 from chat import commands, events, protocol
 from chat.access import Access
-from chat.errors import ChatError, Unavailable
+from chat.errors import ChatError, RateLimited, Unavailable
 from chat.gaps import GapAnnouncer
 from chat.ids import IdMinter, timestamp_ms
 from chat.models import Message, Page, Principal
+from chat.ratelimit import KeyedLimiter
 from chat.relay.base import Relay, channel_topic, user_topic
 from chat.sequencer import Sequencer
 from chat.store.base import MessageStore
@@ -69,17 +73,32 @@ class Replay:
 @dataclass(frozen=True, slots=True)
 class MessageLimits:
     store_timeout_s: float = 5.0  # bounds every wait for earlier sends of a channel
+    history_max_bytes: int = 1024 * 1024  # a history page's encoded messages (at least one message)
+    user_send_per_s: float = 1_000_000.0  # messages/s per user on this node, every socket and HTTP together
+    user_send_burst: int = 1_000_000
 
 
 class MessageService:
     """The message path. One per node; safe for concurrent use on one event loop."""
 
-    def __init__(self, *, store: MessageStore, relay: Relay, minter: IdMinter, access: Access, limits: MessageLimits) -> None:
+    def __init__(
+        self,
+        *,
+        store: MessageStore,
+        relay: Relay,
+        minter: IdMinter,
+        access: Access,
+        limits: MessageLimits,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._store = store
         self._relay = relay
         self._minter = minter
         self._access = access
         self._limits = limits
+        self._clock = clock
+        # One user's sends over all their sockets and HTTP (each socket also has its own bucket).
+        self._user_sends = KeyedLimiter(limits.user_send_per_s, limits.user_send_burst)
         # Hands each channel's messages to the relay in ID order as their stores complete.
         self._sequencer = Sequencer(self._hand_off)
         self._gaps = GapAnnouncer(relay)
@@ -101,6 +120,9 @@ class MessageService:
         broker round trip per message.
         """
         channel = command.channel
+        wait_s = self._user_sends.take(principal.user, self._clock())
+        if wait_s:
+            raise RateLimited("you are sending too fast", retry_after_ms=int(wait_s * 1000) + 1)
         await self._access.require_member(principal, channel)
         message_id = await self._minter.mint()
         slot = self._sequencer.join(channel, message_id)  # no await since minting: ID order
@@ -141,8 +163,12 @@ class MessageService:
         self._gaps.missed(channel)
 
     async def history(self, principal: Principal, command: commands.History) -> Page:
+        """A page of history, cut to ``history_max_bytes`` of encoded messages: fewer messages
+        with ``has_more`` rather than a reply of hundreds of megabytes (a message can be
+        ~600 kB escaped). The cut keeps the messages nearest the cursor."""
         await self._access.require_member(principal, command.channel)
-        return await self._store.history(command.channel, before=command.before, after=command.after, limit=command.limit)
+        page = await self._store.history(command.channel, before=command.before, after=command.after, limit=command.limit)
+        return fit_page(page, self._limits.history_max_bytes, oldest_first=command.after is not None)
 
     async def replay(self, channel: int, after: int, *, cap: int) -> Replay:
         """The replay of a subscribe seam (the caller has checked membership).
@@ -177,6 +203,24 @@ class MessageService:
         except Unavailable:
             log.warning("relay publish of a read marker failed; it is stored")
         return position
+
+
+def fit_page(page: Page, max_bytes: int, *, oldest_first: bool) -> Page:
+    """``page`` cut to ``max_bytes`` of encoded messages, keeping at least one. ``oldest_first``:
+    the page travels towards newer messages (keep its start), else towards older (keep its end)."""
+    messages = page.messages
+    if len(messages) <= 1:
+        return page
+    order = messages if oldest_first else reversed(messages)
+    kept, size = 0, 0
+    for message in order:
+        size += len(orjson.dumps(message.to_wire())) + 1
+        if kept and size > max_bytes:
+            break
+        kept += 1
+    if kept == len(messages):
+        return page
+    return Page(messages[:kept] if oldest_first else messages[len(messages) - kept :], True)
 
 
 def _relay_payload(message: Message) -> bytes:

@@ -2,16 +2,21 @@
 
 What the socket is sent is decided by its :class:`~chat.delivery.Delivery` (pure); what a
 request does is decided by the handler it was given (``chat.handlers``). The session moves
-bytes between them and the transport:
+bytes between them and the socket, on one of two paths:
 
-* **Reading.** Each frame passes the socket's :class:`~chat.ratelimit.FrameGuard` (rate limit,
-  flood and oversize strikes), is parsed into a typed command and handed to the handler, one at
-  a time in arrival order. Errors become ``error`` frames answering the request's ``id``; only
-  an abusive client is closed.
-* **Writing.** One writer task drains the outbox, so a slow reader only ever slows itself.
-  Live frames arrive from the hub as plain method calls (the :class:`~chat.hub.Subscriber`
-  protocol): they are queued, or dropped for their channel with a ``resync`` owed, and the
-  writer is woken; no task is created per message.
+* **Direct** (``chat.wsproto.DirectSocket``, the production server): frames queued during a
+  turn of the event loop leave in *one* ``write`` of pre-framed bytes, from one callback shared
+  by every socket (:class:`Flusher`) — no writer task, no per-frame ASGI send, and the cost per
+  delivery falls as the rate rises. A paused transport (the peer is not reading) keeps frames
+  in the bounded outbox until it drains. Client frames arrive as calls; a heartbeat is answered
+  on the spot, other requests go to the reader (the connection's ASGI task) in order.
+* **ASGI** (any other server, Starlette's TestClient): one writer task drains the outbox with
+  ``send_text`` per frame; the reader awaits ``receive``.
+
+Either way a slow reader only slows itself, and each frame passes the socket's
+:class:`~chat.ratelimit.FrameGuard` (rate limit, flood and oversize strikes) and is parsed into
+a typed command. Errors become ``error`` frames answering the request's ``id``; only an
+abusive client is closed.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -31,17 +37,29 @@ from chat.errors import ChatError, CloseCode, Internal, RateLimited, TooLarge
 from chat.models import Principal
 from chat.protocol import Frame
 from chat.ratelimit import FrameGuard
+from chat.wsproto import DirectSocket
 
 log = logging.getLogger(__name__)
 
 # Before an abusive client is closed, its queued replies are written for at most this long.
 ABUSE_FLUSH_S = 1.0
+# A close that cannot be written within this long (the peer stopped reading) aborts instead.
+CLOSE_TIMEOUT_S = 2.0
+# Most bytes put on a transport in one write: a non-reading peer's buffer grows past its
+# high-water mark by at most this much before the outbox holds the rest.
+MAX_WRITE_BYTES = 256 * 1024
 
 Handler = Callable[["Session", Command], Awaitable[None]]
+#: Handles a command without awaiting, if it can (heartbeats); False: use the async handler.
+InlineHandler = Callable[["Session", Command], bool]
 
 
 class Transport(Protocol):
-    """What a session needs from its socket (Starlette's WebSocket in production)."""
+    """The ASGI path's socket (Starlette's WebSocket)."""
+
+    @property
+    def peer_code(self) -> int | None:
+        """The code the client closed with, once it has gone (None: unknown yet)."""
 
     async def receive(self) -> str | bytes | None:
         """The next client frame, or None once the client has gone."""
@@ -64,17 +82,55 @@ class SessionLimits:
     oversize_strikes: int
 
 
-class Session:
-    """One connected client (one device): implements the hub's ``Subscriber``."""
+class Flusher:
+    """Writes, once per loop turn, every direct session that was given frames during the turn.
 
-    def __init__(self, transport: Transport, principal: Principal, *, limits: SessionLimits, handler: Handler) -> None:
+    Fan-out only queues; the writes happen here, after the turn's callbacks, so every frame a
+    socket got in that turn leaves in one ``write``.
+    """
+
+    def __init__(self) -> None:
+        self._dirty: list[Session] = []
+        self._scheduled = False
+
+    def mark(self, session: Session) -> None:
+        self._dirty.append(session)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for session in dirty:
+            session.write_now()
+
+
+class Session:
+    """One connected client (one device): implements the hub's ``Subscriber`` and, on the
+    direct path, the socket's ``FrameSink``."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        principal: Principal,
+        *,
+        limits: SessionLimits,
+        handler: Handler,
+        inline: InlineHandler | None = None,
+        direct: DirectSocket | None = None,
+        flusher: Flusher | None = None,
+    ) -> None:
         self.principal = principal
         self.session_id = uuid.uuid4().hex[:16]
         self.delivery = Delivery(max_frames=limits.queue_frames, max_bytes=limits.queue_bytes, resync_frame=protocol.resync)
-        # Set when the socket is closed by us (the code sent), so the reader stops.
+        # Users this socket asked to watch (presence_subscribe).
+        self.watching: set[str] = set()
+        # Set when we close the socket (the code sent), so the reader stops.
         self.close_code: int | None = None
         self._transport = transport
         self._handler = handler
+        self._inline = inline
         self._max_message_chars = limits.max_message_chars
         self._guard = FrameGuard(
             rate=limits.rate_per_s,
@@ -83,12 +139,22 @@ class Session:
             oversize_strikes=limits.oversize_strikes,
             now=time.monotonic(),
         )
-        self._wake = asyncio.Event()  # the writer has something to write (or should stop)
+        # The direct path (None: ASGI) and the shared flusher that writes it.
+        self._direct = direct if flusher is not None else None
+        self._flusher = flusher
+        self._dirty = False  # marked for the flusher's next run
+        # Client frames (or commands already accepted) waiting for the reader (direct path),
+        # and whether the reader is busy with one.
+        self._inbox: deque[str | bytes | Command] = deque()
+        self._busy = False
+        self._gone = False  # the client went away (direct path)
+        self._wake = asyncio.Event()  # the writer or the reader has something to do
         self._room = asyncio.Event()  # the outbox is below its bounds again (replays wait for it)
-        # Created only by flush() (draining, abuse): resolved by the writer once the outbox is empty.
+        # Created only by flush() (draining, abuse): resolved once the outbox is empty.
         self._flushed: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self._close_started = False
 
     def __repr__(self) -> str:
         return f"<Session {self.session_id} user={self.user}>"
@@ -97,31 +163,60 @@ class Session:
     def user(self) -> str:
         return self.principal.user
 
+    @property
+    def left_cleanly(self) -> bool:
+        """The client closed the socket on purpose (1000/1001), rather than dropping off: its
+        device goes offline at once, where a drop waits for the presence timeout."""
+        code = self._direct.peer_code if self._direct is not None else self._transport.peer_code
+        return code in (1000, 1001)
+
     # Lifecycle
 
     def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.session_id}")
+        if self._direct is not None:
+            self._direct.attach(self)
+        else:
+            self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.session_id}")
 
     async def run(self) -> None:
         """Read and handle frames until the client goes or the session is closed."""
-        receive = self._transport.receive
-        while self.close_code is None:
-            raw = await receive()
-            if raw is None:
-                return
-            await self.receive(raw)
+        if self._direct is None:
+            receive = self._transport.receive
+            while self.close_code is None:
+                raw = await receive()
+                if raw is None:
+                    return
+                await self.receive(raw)
+            return
+        inbox, direct = self._inbox, self._direct
+        while self.close_code is None and not self._gone:
+            if not inbox:
+                self._busy = False
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._busy = True
+            item = inbox.popleft()
+            try:
+                if isinstance(item, (str, bytes)):
+                    await self.receive(item)
+                else:
+                    await self._dispatch(item)
+            finally:
+                direct.handled()
 
     def stop(self) -> None:
         """The socket is gone: stop writing (whatever is still queued is dropped)."""
         self._closing = True
         self._wake.set()
         self._room.set()
+        self._resolve_flushed()
         if self._writer is not None:
             self._writer.cancel()
 
     async def flush(self, timeout_s: float) -> None:
         """Wait (bounded) until everything queued is written; used when draining."""
-        if not self.delivery.frames or self._writer is None or self._writer.done():
+        if not self.delivery.frames or self._closing:
             return
         if self._flushed is None or self._flushed.done():
             self._flushed = asyncio.get_running_loop().create_future()
@@ -131,14 +226,27 @@ class Session:
             pass
 
     async def close(self, code: CloseCode, reason: str = "") -> None:
-        if self.close_code is None:
-            self.close_code = code
+        """Close the socket with ``code`` (once; later calls return at once)."""
+        if self._close_started:
+            return
+        self._close_started = True
         self._closing = True
         self._room.set()
-        try:
-            await self._transport.close(code, reason)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        direct = self._direct
+        if direct is not None and direct.paused:
+            direct.abort()  # a close frame would queue behind what the peer is not reading
+        else:
+            try:
+                await asyncio.wait_for(self._transport.close(code, reason), CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                if direct is not None:
+                    direct.abort()
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        # Only now may the reader stop: had it ended the connection first, the transport
+        # would have been closed without a close frame.
+        self.close_code = code
+        self._wake.set()
 
     # Writing (the hub's Subscriber protocol, and replies)
 
@@ -147,39 +255,43 @@ class Session:
         if self._closing:
             return
         if self.delivery.control(frame):
-            self._wake.set()
+            self._kick()
         else:  # the client sends requests but does not read the answers
             self._closing = True
             asyncio.get_running_loop().create_task(self.close(CloseCode.POLICY, "not reading"))
 
     def deliver_message(self, channel: int, message_id: int, frame: Frame) -> None:
         if self.delivery.live(channel, message_id, frame):
-            self._wake.set()
+            self._kick()
 
     def deliver_ephemeral(self, channel: int, frame: Frame) -> None:
         if self.delivery.ephemeral(channel, frame):
-            self._wake.set()
+            self._kick()
 
     def deliver_control(self, frame: Frame) -> None:
         self.push(frame)
 
+    def deliver_presence(self, user: str, stamp: int, frame: Frame) -> None:
+        if self.delivery.presence(user, stamp, frame):
+            self._kick()
+
     def gap(self, channel: int) -> None:
         if self.delivery.gap(channel):
-            self._wake.set()
+            self._kick()
 
     def kicked(self, channel: int, frame: Frame) -> bool:
         if self.delivery.kick(channel, frame):
-            self._wake.set()
+            self._kick()
             return True
         return False
 
     def replayed(self, channel: int, message_id: int, frame: Frame) -> None:
         if self.delivery.replayed(channel, message_id, frame):
-            self._wake.set()
+            self._kick()
 
     def finish(self, channel: int, *, after: int | None, upper: int | None, last: int | None, complete: bool) -> None:
         if self.delivery.finish(channel, after=after, upper=upper, last=last, complete=complete):
-            self._wake.set()
+            self._kick()
 
     async def room(self) -> None:
         """Wait until the outbox has room (replays queue only that fast); returns at once if closing."""
@@ -187,14 +299,47 @@ class Session:
             self._room.clear()
             await self._room.wait()
 
+    def _kick(self) -> None:
+        """Frames were queued: get them written."""
+        if self._flusher is None:
+            self._wake.set()
+        elif not self._dirty:
+            self._dirty = True
+            self._flusher.mark(self)
+
+    def write_now(self) -> None:
+        """Direct path: write what is queued in one go, unless the peer is not reading."""
+        self._dirty = False
+        direct, delivery = self._direct, self.delivery
+        if direct is None or direct.paused:
+            return  # writable() brings us back
+        frames = delivery.take(MAX_WRITE_BYTES)
+        if frames:
+            data = frames[0].wire if len(frames) == 1 else b"".join([f.wire for f in frames])
+            if not direct.write(data):
+                self._closing = True
+                self._room.set()
+                self._resolve_flushed()
+                return
+            if delivery.written(len(frames), sum(len(f) for f in frames)) or delivery.outbox:
+                self._kick()  # owed resyncs were queued, or more than one write's worth is left
+            elif not self._room.is_set() and delivery.has_room():
+                self._room.set()
+        if not delivery.frames:
+            self._resolve_flushed()
+
+    def _resolve_flushed(self) -> None:
+        if self._flushed is not None and not self._flushed.done():
+            self._flushed.set_result(None)
+
     async def _write_loop(self) -> None:
+        """ASGI path: one writer task, one ``send_text`` per frame."""
         delivery, send = self.delivery, self._transport.send_text
         try:
             while True:
                 frames = delivery.take()
                 if not frames:
-                    if self._flushed is not None and not self._flushed.done():
-                        self._flushed.set_result(None)
+                    self._resolve_flushed()
                     if self._closing:
                         return
                     self._wake.clear()
@@ -210,35 +355,88 @@ class Session:
         except Exception:  # noqa: BLE001 - the socket is gone; the reader sees it too
             self._closing = True
             self._room.set()
-            if self._flushed is not None and not self._flushed.done():
-                self._flushed.set_result(None)
+            self._resolve_flushed()
+
+    # The socket's FrameSink (direct path)
+
+    def frame_received(self, text: str | bytes) -> None:
+        # Inline only when nothing is pending, so replies keep the order of their requests.
+        if self._inbox or self._busy or not self._handle_inline(text):
+            self._inbox.append(text)
+            self._wake.set()
+
+    def writable(self) -> None:
+        self._kick()
+
+    def lost(self) -> None:
+        self._gone = True
+        self._closing = True
+        self._wake.set()
+        self._room.set()
+        self._resolve_flushed()
+
+    def _handle_inline(self, text: str | bytes) -> bool:
+        """Deal with a frame that needs no await (a heartbeat) right here. False: not one, the
+        reader must take it. Only frames that look like a heartbeat are tried, so anything else
+        is still parsed once."""
+        direct = self._direct
+        if self._inline is None or direct is None or not isinstance(text, str) or not text.startswith('{"op":"heartbeat"'):
+            return False
+        command = self._accept(text)
+        if command is None:
+            if self._guard.flooding:
+                asyncio.get_running_loop().create_task(self._close_abusive(CloseCode.POLICY, "flooding"))
+            direct.handled()  # refused or invalid: already answered
+        elif self._inline(self, command):
+            direct.handled()
+        else:
+            self._inbox.append(command)  # it parsed as another op after all: the reader runs it
+            self._wake.set()
+        return True
 
     # Reading
 
     async def receive(self, raw: str | bytes) -> None:
         """Handle one client frame. Errors become error frames; the socket stays open
         unless the client is abusive."""
-        wait_s = self._guard.admit(time.monotonic())
-        if wait_s:
+        command = self._accept(raw)
+        if command is None:
             if self._guard.flooding:
                 await self._close_abusive(CloseCode.POLICY, "flooding")
-                return
-            refusal = RateLimited("slow down", retry_after_ms=max(1, int(wait_s * 1000) + 1))
-            self.push(protocol.error_frame(refusal.answering(protocol.peek_frame_id(raw))))
             return
-        command: Command | None = None
+        await self._dispatch(command)
+
+    async def _dispatch(self, command: Command) -> None:
         try:
-            command = protocol.parse_frame(raw, max_message_chars=self._max_message_chars)
             await self._handler(self, command)
         except ChatError as error:
-            if error.frame_id is None and command is not None:
+            if error.frame_id is None:
                 error.answering(command.id)
-            self.push(protocol.error_frame(error))
+            self._refuse(error)
             if isinstance(error, TooLarge) and self._guard.too_large():
                 await self._close_abusive(CloseCode.TOO_BIG, "repeated oversize messages")
         except Exception:
             log.exception("unexpected error handling a frame from %s", self.user)
-            self.push(protocol.error_frame(Internal("internal error").answering(None if command is None else command.id)))
+            self.push(protocol.error_frame(Internal("internal error").answering(command.id)))
+
+    def _accept(self, raw: str | bytes) -> Command | None:
+        """The rate limit, then parsing: a command, or None once the refusal is answered."""
+        wait_s = self._guard.admit(time.monotonic())
+        if wait_s:
+            if not self._guard.flooding:
+                refusal = RateLimited("slow down", retry_after_ms=max(1, int(wait_s * 1000) + 1))
+                self._refuse(refusal.answering(protocol.peek_frame_id(raw)))
+            return None
+        try:
+            return protocol.parse_frame(raw, max_message_chars=self._max_message_chars)
+        except ChatError as error:
+            self._refuse(error)
+            if isinstance(error, TooLarge) and self._guard.too_large():
+                asyncio.get_running_loop().create_task(self._close_abusive(CloseCode.TOO_BIG, "repeated oversize messages"))
+            return None
+
+    def _refuse(self, error: ChatError) -> None:
+        self.push(protocol.error_frame(error))
 
     async def _close_abusive(self, code: CloseCode, reason: str) -> None:
         await self.flush(ABUSE_FLUSH_S)  # the client gets the replies and errors it earned

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from starlette.websockets import WebSocket
 
-from chat.errors import ChatError, Unavailable
+from chat.errors import ChatError, RateLimited, Unavailable
 from chat.handlers import Gateway
 from chat.http import Authenticator, deny_websocket
 from chat.node import Node
-from chat.session import Session, SessionLimits
+from chat.ratelimit import KeyedLimiter
+from chat.session import Flusher, Session, SessionLimits
+from chat.wsproto import direct_socket
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +21,12 @@ log = logging.getLogger(__name__)
 class StarletteTransport:
     """Session ↔ ASGI: one ASGI event per frame."""
 
-    __slots__ = ("_ws",)
+    __slots__ = ("_ws", "peer_code")
 
     def __init__(self, websocket: WebSocket) -> None:
         self._ws = websocket
+        # The code the client closed with (1006: the connection dropped without a close frame).
+        self.peer_code: int | None = None
 
     async def receive(self) -> str | bytes | None:
         while True:
@@ -31,6 +36,7 @@ class StarletteTransport:
                 text = event.get("text")
                 return text if text is not None else event.get("bytes") or b""
             if kind == "websocket.disconnect":
+                self.peer_code = event.get("code", 1005)
                 return None
 
     async def send_text(self, data: str) -> None:
@@ -41,31 +47,66 @@ class StarletteTransport:
 
 
 class WebSocketEndpoint:
-    """``GET /v1/ws``: its dependencies are what it is built with."""
+    """``GET /v1/ws``: its dependencies are what it is built with.
 
-    def __init__(self, *, auth: Authenticator, gateway: Gateway, node: Node, limits: SessionLimits) -> None:
+    Before a socket is accepted: at most ``handshakes`` per client address (a token bucket), a
+    valid token, a node that is not draining, and fewer than ``max_sockets_per_user`` sockets
+    of that user here. Each refusal is the protocol's error as the handshake's HTTP response.
+    """
+
+    def __init__(
+        self,
+        *,
+        auth: Authenticator,
+        gateway: Gateway,
+        node: Node,
+        limits: SessionLimits,
+        handshakes: KeyedLimiter,
+        max_sockets_per_user: int,
+    ) -> None:
         self._auth = auth
         self._gateway = gateway
         self._node = node
         self._limits = limits
+        self._handshakes = handshakes
+        self._max_sockets_per_user = max_sockets_per_user
+        self._flusher = Flusher()
 
     async def serve(self, websocket: WebSocket) -> None:
         try:
+            self._admit(websocket)
             principal = self._auth.websocket(websocket)
+            if self._node.draining:
+                raise Unavailable("this node is draining; ask /v1/connect for another", retry_after_ms=1000)
+            if self._node.sockets_of(principal.user) >= self._max_sockets_per_user:
+                raise RateLimited(f"at most {self._max_sockets_per_user} open sockets per user", retry_after_ms=5000)
         except ChatError as error:
             await deny_websocket(websocket, error)
             return
-        if self._node.draining:
-            await deny_websocket(websocket, Unavailable("this node is draining; ask /v1/connect for another", retry_after_ms=1000))
-            return
         await websocket.accept()
-        session = Session(StarletteTransport(websocket), principal, limits=self._limits, handler=self._gateway.handle)
-        self._node.sessions.add(session)
+        direct = direct_socket(websocket.scope)
+        session = Session(
+            StarletteTransport(websocket),
+            principal,
+            limits=self._limits,
+            handler=self._gateway.handle,
+            inline=self._gateway.handle_now,
+            direct=direct,
+            flusher=self._flusher if direct is not None else None,
+        )
+        self._node.add(session)
         try:
             await self._gateway.open(session)
             await session.run()
         except Exception:
             log.exception("websocket session %s failed", session.session_id)
         finally:
-            self._node.sessions.discard(session)
+            self._node.discard(session)
             await self._gateway.close(session)
+
+    def _admit(self, websocket: WebSocket) -> None:
+        """The per-address handshake rate (before the token is even looked at)."""
+        address = websocket.client.host if websocket.client is not None else "-"
+        wait_s = self._handshakes.take(address, time.monotonic())
+        if wait_s:
+            raise RateLimited("too many connection attempts from your address", retry_after_ms=int(wait_s * 1000) + 1)

@@ -70,3 +70,8 @@ def channel_topic(channel_id: int) -> str:
 
 def user_topic(user: str) -> str:
     return f"u:{user}"
+
+
+def presence_topic(user: str) -> str:
+    """Transitions of ``user``, for sockets that asked with ``presence_subscribe``."""
+    return f"p:{user}"

@@ -19,13 +19,13 @@ Contract every adapter keeps (``tests/contract/test_message_store.py`` checks it
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 from chat.models import Channel, Message, Page
 
 
-class AddResult(str, Enum):
+class AddResult(StrEnum):
     ADDED = "added"
     ALREADY = "already"  # was a member: nothing changed
     FULL = "full"  # would exceed max_members: nothing changed

@@ -1,18 +1,25 @@
 """SQLite MessageStore: the embedded default, one file in the data dir.
 
-Writes go through one writer thread that **group-commits**: it takes every write
-waiting in its queue, runs each in its own savepoint inside one transaction, and
-resolves their futures only after ``COMMIT`` (WAL, ``synchronous=FULL``: fsynced).
-One fsync thus covers a burst of sends, which is what keeps send→ack latency flat
-under load. Reads run on a small pool of read-only connections (WAL readers never
-block the writer). Nothing here runs on the event loop.
+Writes go through one writer thread that group-commits
+(:class:`~chat.store.sqlite_writer.GroupCommitWriter`): a caller's write returns once it is
+fsynced. Reads run on a small pool of read-only connections (WAL readers never block the
+writer). Nothing here runs on the event loop. The file, its schema and its connections are
+:mod:`chat.store.sqlite_file`.
+
+**A disk that cannot be written.** A node must come up on a full or read-only disk, to
+serve reads and health. When :meth:`SqliteMessageStore.open` cannot set the file up for
+writing, the store opens *degraded*: reads run on one fallback connection on one thread,
+every write raises ``Unavailable("message storage is full or read-only")``, and one warning
+line is logged. A write that comes at least ``recovery_interval_s`` after the last attempt
+first tries to open the writer again, so the store recovers by itself once space is freed.
+A disk that fills while the store runs fails the writes with the same error (one warning
+per episode), and they succeed again as soon as it has room.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -22,53 +29,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from chat.errors import Unavailable
-from chat.ids import MAX_ID
+from chat.ids import MAX_ID, timestamp_ms, wall_clock_ms
 from chat.models import Channel, ChannelKind, Message, Page
 from chat.store.base import AddResult
+from chat.store.sqlite_file import FULL, NotWritable, connect, open_fallback_reader, open_writer, storage_error
+from chat.store.sqlite_writer import GroupCommitWriter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS channels (
-    id          INTEGER PRIMARY KEY,
-    kind        TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    created_by  TEXT NOT NULL,
-    created_ts  INTEGER NOT NULL,
-    dm_key      TEXT UNIQUE
-);
-CREATE TABLE IF NOT EXISTS members (
-    channel_id  INTEGER NOT NULL,
-    user_id     TEXT NOT NULL,
-    joined_ts   INTEGER NOT NULL,
-    PRIMARY KEY (channel_id, user_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS members_by_user ON members (user_id, channel_id);
-CREATE TABLE IF NOT EXISTS messages (
-    id             INTEGER PRIMARY KEY,
-    channel_id     INTEGER NOT NULL,
-    sender         TEXT NOT NULL,
-    text           TEXT NOT NULL,
-    client_msg_id  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_channel ON messages (channel_id, id);
-CREATE UNIQUE INDEX IF NOT EXISTS messages_idempotency ON messages (channel_id, sender, client_msg_id);
-CREATE TABLE IF NOT EXISTS read_state (
-    user_id     TEXT NOT NULL,
-    channel_id  INTEGER NOT NULL,
-    message_id  INTEGER NOT NULL,
-    PRIMARY KEY (user_id, channel_id)
-) WITHOUT ROWID;
-"""
-
 _MSG_COLS = "id, channel_id, sender, text, client_msg_id"
+_CHANNEL_COLS = "id, kind, name, created_by, created_ts, dm_key"
 
 
 def _row_to_message(row: tuple[Any, ...]) -> Message:
-    from chat.ids import timestamp_ms
-
     return Message(id=row[0], channel=row[1], sender=row[2], text=row[3], ts=timestamp_ms(row[0]), client_msg_id=row[4])
 
 
@@ -76,158 +50,144 @@ def _row_to_channel(row: tuple[Any, ...]) -> Channel:
     return Channel(id=row[0], kind=ChannelKind(row[1]), name=row[2], created_by=row[3], created_ts=row[4], dm_key=row[5])
 
 
-class _WriteJob:
-    __slots__ = ("fn", "future", "loop")
-
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any], future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
-        self.fn = fn
-        self.future = future
-        self.loop = loop
-
-
-def _resolve_all(resolutions: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for future, result, error in resolutions:
-        if future.done():  # the caller timed out and went away
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
+def _insert_channel(c: sqlite3.Connection, channel: Channel, members: list[str] | tuple[str, ...]) -> None:
+    c.execute(
+        f"INSERT INTO channels ({_CHANNEL_COLS}) VALUES (?, ?, ?, ?, ?, ?)",
+        (channel.id, channel.kind.value, channel.name, channel.created_by, channel.created_ts, channel.dm_key),
+    )
+    now = wall_clock_ms()
+    c.executemany("INSERT OR IGNORE INTO members (channel_id, user_id, joined_ts) VALUES (?, ?, ?)", [(channel.id, m, now) for m in members])
 
 
 class SqliteMessageStore:
-    """MessageStore on one SQLite file (see module docstring for the threading model)."""
+    """MessageStore on one SQLite file (see the module docstring for threads and degraded mode)."""
 
-    def __init__(self, path: Path, *, max_batch: int = 256, readers: int = 2, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_batch: int = 256,
+        readers: int = 2,
+        # Timeouts
+        timeout_s: float = 5.0,
+        recovery_interval_s: float = 5.0,
+    ) -> None:
         self.path = Path(path)
-        # Bounds one group commit, so a flood cannot hold the write lock for long.
         self._max_batch = max_batch
         self._timeout_s = timeout_s
-        # Bounded: a writer that falls this far behind makes callers wait (backpressure), not grow memory.
-        self._queue: queue.Queue[_WriteJob | None] = queue.Queue(maxsize=10_000)
-        self._writer: threading.Thread | None = None
+        # None until open() could open the file for writing (or a degraded store recovered).
+        self._writer: GroupCommitWriter | None = None
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="sqlite-read")
+        # One read-only connection per reader thread; all of them, to close them on close().
         self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        # Degraded mode (see the module docstring). Only ever goes from True to False; while
+        # True, reads and recovery attempts run on the one fallback thread, which alone
+        # touches the fallback connection.
+        self._degraded = False
+        self._fallback: sqlite3.Connection | None = None
+        self._fallback_thread: ThreadPoolExecutor | None = None
+        # Degraded: how often a write may try to reopen the file for writing (each try closes
+        # and reopens connections), and the retry hint that writes refused for lack of space carry.
+        self._recovery_interval_s = recovery_interval_s
+        self._next_recovery = 0.0
+        self._full_retry_ms = max(1000, int(recovery_interval_s * 1000))
         self._closed = False
 
-    # Connections
-
-    def _connect(self, *, readonly: bool) -> sqlite3.Connection:
-        if readonly:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None)
-        else:
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: each commit fsyncs the WAL, so an acked message survives power loss.
-            conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute("PRAGMA foreign_keys=OFF")
-        return conn
-
-    def _reader(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect(readonly=True)
-            self._local.conn = conn
-        return conn
+    # Lifecycle
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await asyncio.get_running_loop().run_in_executor(None, self._open_writer)
-        self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="sqlite-writer", daemon=True)
-        self._writer.start()
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self._open_sync), 10 * self._timeout_s)
+        except TimeoutError:
+            raise Unavailable("message storage did not open in time", retry_after_ms=2000) from None
+        except sqlite3.Error as exc:  # not a full or read-only disk (that opens degraded): locked, corrupt …
+            raise storage_error(exc, self._full_retry_ms) from exc
 
-    def _open_writer(self) -> sqlite3.Connection:
-        conn = self._connect(readonly=False)
-        conn.executescript(SCHEMA)
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        return conn
+    def _open_sync(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_writer(open_writer(self.path))
+        except NotWritable as exc:
+            self._fallback_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-degraded")
+            self._fallback = open_fallback_reader(self.path)
+            self._degraded = True
+            reads = "serving reads only" if self._fallback is not None else "reads fail too"
+            log.warning("%s: %s (%s); %s, writes are refused until it can write again", FULL, self.path, exc.reason, reads)
+
+    def _start_writer(self, conn: sqlite3.Connection) -> None:
+        writer = GroupCommitWriter(conn, self.path, max_batch=self._max_batch, timeout_s=self._timeout_s, full_retry_ms=self._full_retry_ms)
+        writer.start()
+        self._writer = writer
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._writer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._stop_writer)
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self._close_sync), 90)
+        except TimeoutError:
+            log.warning("sqlite store %s did not close within 90 s", self.path)
+
+    def _close_sync(self) -> None:
+        if self._fallback_thread is not None:
+            self._fallback_thread.shutdown(wait=True)  # a recovery attempt under way ends first
+            if self._fallback is not None:
+                self._fallback.close()
+                self._fallback = None
         self._readers.shutdown(wait=True)
-
-    def _stop_writer(self) -> None:
-        self._queue.put(None)
-        assert self._writer is not None
-        self._writer.join(timeout=30)
-
-    # Threads
-
-    def _write_loop(self, conn: sqlite3.Connection) -> None:
-        try:
-            while True:
-                job = self._queue.get()
-                if job is None:
-                    return
-                batch = [job]
-                stop = False
-                while len(batch) < self._max_batch:
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stop = True
-                        break
-                    batch.append(more)
-                self._commit_batch(conn, batch)
-                if stop:
-                    return
-        finally:
+        for conn in self._reader_conns:
             conn.close()
+        # Last: only the last connection to close checkpoints and removes the WAL and its
+        # index, and a read-only one cannot.
+        if self._writer is not None:
+            self._writer.stop()
 
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_WriteJob]) -> None:
-        outcomes: list[tuple[Any, BaseException | None]] = []
+    # Degraded mode
+
+    async def _recover(self) -> bool:
+        """Try to open the file for writing again, at most once per recovery interval.
+        True when the store can take writes now."""
+        now = time.monotonic()
+        if self._fallback_thread is None or now < self._next_recovery:
+            return not self._degraded
+        self._next_recovery = now + self._recovery_interval_s
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                # A savepoint per job: one failing write does not undo its batch-mates.
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = job.fn(conn)
-                except Exception as exc:  # noqa: BLE001 - handed to the caller
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    outcomes.append((None, exc if not isinstance(exc, sqlite3.Error) else _unavailable(exc)))
-                else:
-                    conn.execute("RELEASE job")
-                    outcomes.append((result, None))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            log.exception("sqlite group commit failed")
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            error = _unavailable(exc)
-            outcomes = [(None, error)] * len(batch)
-        # Futures are resolved only now, after COMMIT returned: the writes are durable. One
-        # wake-up per event loop per batch, not one per write: waking a loop costs a syscall.
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
-        for job, (result, error) in zip(batch, outcomes):
-            by_loop.setdefault(job.loop, []).append((job.future, result, error))
-        for loop, resolutions in by_loop.items():
-            loop.call_soon_threadsafe(_resolve_all, resolutions)
+            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self._fallback_thread, self._try_writable), self._timeout_s)
+        except TimeoutError:
+            return False
+        return not self._degraded
+
+    def _try_writable(self) -> None:
+        """Fallback thread (so no read runs meanwhile): leave degraded mode if the file can be written."""
+        if not self._degraded or self._closed:
+            return
+        if self._fallback is not None:
+            self._fallback.close()  # its exclusive lock would keep the writer out
+            self._fallback = None
+        try:
+            conn = open_writer(self.path)
+        except NotWritable:
+            self._fallback = open_fallback_reader(self.path)
+            return
+        except Exception as exc:  # noqa: BLE001 - stay degraded, with reads, whatever went wrong
+            log.warning("message storage %s could not be reopened for writing: %s: %s", self.path, type(exc).__name__, exc)
+            self._fallback = open_fallback_reader(self.path)
+            return
+        self._start_writer(conn)
+        self._degraded = False
+        log.info("message storage %s is writable again", self.path)
+
+    # Calls
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
             raise Unavailable("store is closed")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        job = _WriteJob(fn, future, loop)
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise Unavailable("store write queue is full", retry_after_ms=200) from None
-        try:
-            return await asyncio.wait_for(future, self._timeout_s)
-        except TimeoutError:
-            raise Unavailable("store write timed out", retry_after_ms=1000) from None
+        if self._degraded and not await self._recover():
+            raise Unavailable(FULL, retry_after_ms=self._full_retry_ms)
+        if self._writer is None:
+            raise Unavailable("store is not open", retry_after_ms=1000)
+        return await self._writer.write(fn)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
@@ -235,14 +195,25 @@ class SqliteMessageStore:
 
         def run() -> T:
             try:
-                return fn(self._reader())
+                # Degraded: the fallback connection. Reads still queued on the fallback thread
+                # when it recovered use a reader connection like any other.
+                return fn(self._fallback if self._fallback is not None else self._reader())
             except sqlite3.Error as exc:
-                raise _unavailable(exc) from exc
+                raise storage_error(exc, self._full_retry_ms) from exc
 
+        executor = self._fallback_thread if self._degraded and self._fallback_thread is not None else self._readers
         try:
-            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self._readers, run), self._timeout_s)
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(executor, run), self._timeout_s)
         except TimeoutError:
             raise Unavailable("store read timed out", retry_after_ms=1000) from None
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, readonly=True)
+            self._local.conn = conn
+            self._reader_conns.append(conn)  # list.append is atomic: no lock needed
+        return conn
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
@@ -250,37 +221,21 @@ class SqliteMessageStore:
     # Channels and members
 
     async def create_channel(self, channel: Channel, members: list[str]) -> None:
-        def run(c: sqlite3.Connection) -> None:
-            c.execute(
-                "INSERT INTO channels (id, kind, name, created_by, created_ts, dm_key) VALUES (?, ?, ?, ?, ?, ?)",
-                (channel.id, channel.kind.value, channel.name, channel.created_by, channel.created_ts, channel.dm_key),
-            )
-            now = _now_ms()
-            c.executemany(
-                "INSERT OR IGNORE INTO members (channel_id, user_id, joined_ts) VALUES (?, ?, ?)",
-                [(channel.id, m, now) for m in members],
-            )
-
-        await self._write(run)
+        await self._write(lambda c: _insert_channel(c, channel, members))
 
     async def get_or_create_dm(self, channel: Channel, members: tuple[str, str]) -> tuple[Channel, bool]:
         def run(c: sqlite3.Connection) -> tuple[Channel, bool]:
-            row = c.execute("SELECT id, kind, name, created_by, created_ts, dm_key FROM channels WHERE dm_key = ?", (channel.dm_key,)).fetchone()
+            row = c.execute(f"SELECT {_CHANNEL_COLS} FROM channels WHERE dm_key = ?", (channel.dm_key,)).fetchone()
             if row is not None:
                 return _row_to_channel(row), False
-            c.execute(
-                "INSERT INTO channels (id, kind, name, created_by, created_ts, dm_key) VALUES (?, ?, ?, ?, ?, ?)",
-                (channel.id, channel.kind.value, channel.name, channel.created_by, channel.created_ts, channel.dm_key),
-            )
-            now = _now_ms()
-            c.executemany("INSERT OR IGNORE INTO members (channel_id, user_id, joined_ts) VALUES (?, ?, ?)", [(channel.id, m, now) for m in members])
+            _insert_channel(c, channel, members)
             return channel, True
 
         return await self._write(run)
 
     async def get_channel(self, channel_id: int) -> Channel | None:
         row = await self._read(
-            lambda c: c.execute("SELECT id, kind, name, created_by, created_ts, dm_key FROM channels WHERE id = ?", (channel_id,)).fetchone()
+            lambda c: c.execute(f"SELECT {_CHANNEL_COLS} FROM channels WHERE id = ?", (channel_id,)).fetchone()
         )
         return _row_to_channel(row) if row else None
 
@@ -294,7 +249,7 @@ class SqliteMessageStore:
                 (count,) = c.execute("SELECT COUNT(*) FROM members WHERE channel_id = ?", (channel_id,)).fetchone()
                 if count >= max_members:
                     return AddResult.FULL
-            c.execute("INSERT INTO members (channel_id, user_id, joined_ts) VALUES (?, ?, ?)", (channel_id, user, _now_ms()))
+            c.execute("INSERT INTO members (channel_id, user_id, joined_ts) VALUES (?, ?, ?)", (channel_id, user, wall_clock_ms()))
             return AddResult.ADDED
 
         return await self._write(run)
@@ -397,9 +352,3 @@ class SqliteMessageStore:
         return int(row[0]) if row else None
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def _unavailable(exc: sqlite3.Error) -> Unavailable:
-    return Unavailable(f"storage error: {exc}", retry_after_ms=1000)

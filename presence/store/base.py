@@ -1,35 +1,65 @@
-"""The PresenceStore port: per-device liveness, shared by every node of a cluster.
+"""The PresenceStore port: every device's last heartbeat, shared by all nodes that use the store.
 
-A user is online while any of their devices is connected (this node's own view for
-the embedded store; the Redis store of a later issue aggregates every node and adds
-heartbeat timeouts). ``last_seen`` is the last heartbeat, connect or disconnect, in
-Unix-epoch milliseconds.
+The rules are those of :mod:`presence.state` (the in-memory adapter *is* that state; the Redis
+adapter runs the same rules in atomic scripts), checked for both by one contract suite
+(tests/contract/test_presence_store.py):
+
+* :meth:`PresenceStore.apply` records a batch of heartbeats and clean closes **in order and
+  atomically per event**, in **one round trip**, and returns the transitions they caused. Every
+  transition is returned to exactly one caller in the cluster: the one whose write caused it.
+* :meth:`PresenceStore.expire` removes devices whose deadline (last heartbeat + ``timeout_ms``)
+  is before ``now``, at most ``limit`` per call, in O(expired) (a sorted set of deadlines, not a
+  scan); only the sweeper (one leader per cluster) calls it.
+* :meth:`PresenceStore.query` and :meth:`PresenceStore.online_among` read in one round trip:
+  a user is online iff a device is recorded (so a dropped device reads online until the sweep
+  after its deadline, and queries agree with the transitions pushed).
+* ``last_seen`` of an offline user is kept for ``retention_ms`` (30 days by default).
+* Failures (the store unreachable, no reply in time) raise :class:`PresenceUnavailable` within
+  the adapter's timeouts; a batch whose reply was lost may or may not have been applied.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Protocol
 
+from presence.state import DeviceEvent, Expiry, OnlineSample, Transition, UserPresence
 
-@dataclass(frozen=True, slots=True)
-class UserPresence:
-    status: str  # "online" | "offline"
-    last_seen: int | None  # ms since the Unix epoch; None if never seen
+__all__ = ["DeviceEvent", "Expiry", "OnlineSample", "PresenceStore", "PresenceUnavailable", "Transition", "UserPresence"]
 
-    def to_wire(self) -> dict[str, object]:
-        return {"status": self.status, "last_seen": self.last_seen}
+
+class PresenceUnavailable(Exception):
+    """The store did not answer (in time); the message never holds credentials."""
 
 
 class PresenceStore(Protocol):
-    async def connect(self, user: str, device: str, now_ms: int) -> bool:
-        """Record a device; True if this made the user go online."""
+    """Where presence lives (see the module docstring for the contract)."""
 
-    async def heartbeat(self, user: str, device: str, now_ms: int) -> None:
+    @property
+    def timeout_ms(self) -> int:
+        """A device is live while its last heartbeat is at most this old."""
         ...
 
-    async def disconnect(self, user: str, device: str, now_ms: int) -> bool:
-        """Forget a device; True if this made the user go offline."""
+    async def apply(self, events: Sequence[DeviceEvent]) -> list[Transition]:
+        """Record heartbeats and clean closes in order, in one round trip; the transitions caused."""
+        ...
 
-    async def query(self, users: list[str]) -> dict[str, UserPresence]:
+    async def expire(self, now_ms: int, limit: int) -> Expiry:
+        """Remove up to ``limit`` devices past their deadline; the users that went offline."""
+        ...
+
+    async def query(self, users: Sequence[str]) -> dict[str, UserPresence]:
+        """Every user asked for (never-seen users: offline, last_seen None), in one round trip."""
+        ...
+
+    async def online_among(self, users: Sequence[str], limit: int) -> OnlineSample:
+        """How many of ``users`` are online, and the first ``limit`` of them, in order asked."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise PresenceUnavailable unless the store answers now (for readiness checks)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections; the store is not used afterwards."""
         ...

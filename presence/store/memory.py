@@ -1,44 +1,52 @@
-"""In-memory PresenceStore: the embedded single node's view of its own connections."""
+"""In-memory PresenceStore: the embedded single node, :class:`presence.state.PresenceState` as is.
+
+Nothing is shared between processes, so this is the whole cluster only when the node runs
+alone. Memory is bounded by live devices plus users seen within the retention period.
+"""
 
 from __future__ import annotations
 
-from presence.store.base import UserPresence
+from collections.abc import Sequence
+
+from presence.state import (
+    RETENTION_MS,
+    DeviceEvent,
+    Expiry,
+    OnlineSample,
+    PresenceState,
+    Transition,
+    UserPresence,
+)
 
 
 class MemoryPresenceStore:
-    def __init__(self) -> None:
-        # user → {device: last heartbeat ms}; a user with no devices is absent (offline).
-        self._devices: dict[str, dict[str, int]] = {}
-        # user → last time seen, kept after they go offline so `last_seen` stays meaningful.
-        # Bounded by the number of distinct users that ever connected to this process.
-        self._last_seen: dict[str, int] = {}
+    """PresenceStore over in-process state (see presence/store/base.py for the contract)."""
 
-    async def connect(self, user: str, device: str, now_ms: int) -> bool:
-        devices = self._devices.setdefault(user, {})
-        went_online = not devices
-        devices[device] = now_ms
-        self._last_seen[user] = now_ms
-        return went_online
+    def __init__(self, *, timeout_ms: int = 30_000, retention_ms: int = RETENTION_MS) -> None:
+        self._state = PresenceState(timeout_ms, retention_ms=retention_ms)
 
-    async def heartbeat(self, user: str, device: str, now_ms: int) -> None:
-        devices = self._devices.get(user)
-        if devices is not None and device in devices:
-            devices[device] = now_ms
-        self._last_seen[user] = now_ms
+    def __repr__(self) -> str:
+        return f"MemoryPresenceStore(timeout_ms={self.timeout_ms})"
 
-    async def disconnect(self, user: str, device: str, now_ms: int) -> bool:
-        devices = self._devices.get(user)
-        if not devices or device not in devices:
-            return False
-        del devices[device]
-        self._last_seen[user] = now_ms
-        if devices:
-            return False
-        del self._devices[user]
-        return True
+    @property
+    def timeout_ms(self) -> int:
+        return self._state.timeout_ms
 
-    async def query(self, users: list[str]) -> dict[str, UserPresence]:
-        return {
-            u: UserPresence("online" if self._devices.get(u) else "offline", self._last_seen.get(u))
-            for u in users
-        }
+    async def apply(self, events: Sequence[DeviceEvent]) -> list[Transition]:
+        return self._state.apply(events)
+
+    async def expire(self, now_ms: int, limit: int) -> Expiry:
+        return self._state.expire(now_ms, limit)
+
+    async def query(self, users: Sequence[str]) -> dict[str, UserPresence]:
+        state = self._state
+        return {u: state.presence(u) for u in users}
+
+    async def online_among(self, users: Sequence[str], limit: int) -> OnlineSample:
+        return self._state.online_among(users, limit)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -50,3 +50,21 @@ def relay_factory(request: pytest.FixtureRequest) -> Callable[[], Any]:
     if request.param == "local":
         return LocalRelay
     return services.redis_relay_factory()
+
+
+# Discovery: every port's suite runs over its static (embedded) and ZooKeeper adapters.
+
+ZK_BACKENDS = ["static", pytest.param("zookeeper", marks=pytest.mark.zookeeper)]
+
+
+@pytest.fixture(params=ZK_BACKENDS)
+async def zk_sessions(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """The backend name, and for "zookeeper" a :class:`ZkSessions` under a chroot of the test's own."""
+    if request.param == "static":
+        yield None
+        return
+    from tests.support.zk import ZkSessions
+
+    sessions = ZkSessions()
+    yield sessions
+    await sessions.close()

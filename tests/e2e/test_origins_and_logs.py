@@ -39,7 +39,7 @@ def test_invalid_utf8_frames_close_1007_and_log_one_line(node: ServerProcess) ->
         return await asyncio.gather(*(one() for _ in range(20)))
 
     assert asyncio.run(twenty()) == [1007] * 20
-    about_it = [line for line in node.lines if "Invalid UTF-8" in line]
+    about_it = [line for line in node.lines if "utf-8" in line.lower()]
     assert len(about_it) == 1, about_it
     assert not any("Traceback" in line or "UnicodeDecodeError" in line for line in node.lines)
 

@@ -115,3 +115,27 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.start()
     yield server
     server.stop()
+
+
+# ZooKeeper
+
+
+@pytest.fixture
+async def private_zk(tmp_path: Path) -> AsyncIterator[Any]:
+    """A throwaway ZooKeeper of this test's own (pause, restart, kill at will)."""
+    from tests.support.zk_private import PrivateZooKeeper
+
+    server = PrivateZooKeeper(tmp_path / "zk")
+    await asyncio.to_thread(server.start)
+    yield server
+    await asyncio.to_thread(server.kill)
+
+
+@pytest.fixture
+async def zk_sessions() -> AsyncIterator[Any]:
+    """Sessions on the shared ZooKeeper, under a chroot of the test's own."""
+    from tests.support.zk import ZkSessions
+
+    sessions = ZkSessions()
+    yield sessions
+    await sessions.close()

@@ -15,7 +15,8 @@ import pytest
 from chat.errors import Unavailable
 from chat.ids import EPOCH_MS, SnowflakeGenerator, timestamp_ms
 from chat.models import Channel, ChannelKind, Message
-from chat.store.cassandra import BUCKET_SPAN_MS, CassandraMessageStore, bucket_of, migrate
+from chat.store.cassandra import BUCKET_SPAN_MS, CassandraMessageStore, bucket_of
+from chat.store.cassandra_schema import migrate
 from chat.store.sqlite import SqliteMessageStore
 from tests.integration.conftest import cassandra_settings
 from tests.support import services

@@ -68,7 +68,29 @@ class TcpProxy:
             dst.close()
 
 
-class PrivateRedis:
+class PausableProcess:
+    """A service process of a test's own that can be paused (SIGSTOP) and resumed (SIGCONT)."""
+
+    proc: subprocess.Popen[bytes] | None
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL (a paused process too) and reap it; idempotent."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+class PrivateRedis(PausableProcess):
     """A redis-server of this test's own on a free loopback port: stop, restart, pause."""
 
     def __init__(self, workdir: Path, *extra_args: str) -> None:
@@ -106,16 +128,4 @@ class PrivateRedis:
         raise RuntimeError("private redis-server did not answer")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
+        self.kill()

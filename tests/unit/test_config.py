@@ -93,3 +93,13 @@ def test_chat_token_settings_never_create_a_secret(tmp_path: Path) -> None:
     assert s.jwt_secret == "" and not s.dev_login_enabled and not (tmp_path / "d").exists()
     made = from_env({"CHAT_DATA_DIR": str(tmp_path / "d")})  # what the server does
     assert from_env({"CHAT_DATA_DIR": str(tmp_path / "d")}, create_dev_secret=False).jwt_secret == made.jwt_secret
+
+
+def test_presence_timeout_must_cover_two_heartbeats() -> None:
+    import pytest
+
+    from chat.config import ConfigError, from_env
+
+    with pytest.raises(ConfigError) as error:
+        from_env({"CHAT_JWT_SECRET": "x" * 32, "CHAT_PRESENCE_HEARTBEAT_S": "10", "CHAT_PRESENCE_TIMEOUT_S": "15"})
+    assert any("CHAT_PRESENCE_TIMEOUT_S" in p for p in error.value.problems)

@@ -1,0 +1,1 @@
+"""Leader election for cluster singletons, e.g. the presence sweeper (port + adapters)."""

@@ -1,0 +1,1 @@
+"""Worker-ID leases for Snowflake minting (port + adapters + pure minting rules)."""

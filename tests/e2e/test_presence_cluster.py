@@ -1,0 +1,96 @@
+"""Presence across two real nodes sharing Cassandra and Redis: pushes cross nodes, both nodes
+answer alike, an abrupt drop goes offline after the timeout and a short one does not flap."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.test_cluster import make_channel, node
+from tests.support.client import WsClient
+from tests.support.server import ServerProcess
+
+pytestmark = [pytest.mark.cassandra, pytest.mark.redis]
+
+HEARTBEAT_S, TIMEOUT_S = 0.5, 1.5
+PRESENCE = {"CHAT_PRESENCE_HEARTBEAT_S": str(HEARTBEAT_S), "CHAT_PRESENCE_TIMEOUT_S": str(TIMEOUT_S)}
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    tmp = tmp_path_factory.mktemp("presence")
+    a, b = node(tmp, 11, **PRESENCE).start(60), node(tmp, 12, **PRESENCE).start(60)
+    yield a, b
+    a.kill()
+    b.kill()
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(3)}"
+
+
+def presence_of(server: ServerProcess, asker: str, user: str) -> dict[str, object]:
+    with server.http(asker) as http:
+        return http.get("/v1/presence", params={"user": user}).json()["users"][user]  # type: ignore[no-any-return]
+
+
+async def heartbeats(client: WsClient, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await client.send("heartbeat")
+        try:
+            await asyncio.wait_for(stop.wait(), HEARTBEAT_S)
+        except TimeoutError:
+            pass
+
+
+async def test_a_watcher_on_one_node_sees_a_user_on_the_other_come_and_go(pair: tuple[ServerProcess, ServerProcess]) -> None:
+    a, b = pair
+    alice, bob = uid("alice"), uid("bob")
+    dm = make_channel(a, alice, "dm", [bob])
+    async with await WsClient.connect(b.ws_url, b.token(bob)) as watcher:
+        await watcher.request("subscribe", "subscribed", channels=[dm])
+        started = time.monotonic()
+        user = await WsClient.connect(a.ws_url, a.token(alice))
+        online = await watcher.expect("presence", timeout=5, user=alice)
+        assert online["status"] == "online" and time.monotonic() - started < 3
+        assert presence_of(a, bob, alice)["status"] == presence_of(b, bob, alice)["status"] == "online"
+        await user.close()  # a clean close: offline at once
+        offline = await watcher.expect("presence", timeout=5, user=alice)
+        assert offline["status"] == "offline" and isinstance(offline["last_seen"], int)
+        assert presence_of(a, bob, alice) == presence_of(b, bob, alice) == {"status": "offline", "last_seen": offline["last_seen"]}
+
+
+async def test_an_abrupt_drop_goes_offline_after_the_timeout_and_a_short_one_does_not_flap(
+    pair: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = pair
+    alice, bob = uid("alice"), uid("bob")
+    dm = make_channel(a, alice, "dm", [bob])
+    async with await WsClient.connect(b.ws_url, b.token(bob)) as watcher:
+        await watcher.request("subscribe", "subscribed", channels=[dm])
+        phone = await WsClient.connect(a.ws_url, a.token(alice))
+        await watcher.expect("presence", timeout=5, user=alice, status="online")
+        # A short drop (a tunnel): the connection dies without a close frame, and the phone is
+        # back on the other node well within the timeout. No offline, ever.
+        phone.conn.transport.abort()
+        stop = asyncio.Event()
+        back = await WsClient.connect(b.ws_url, b.token(alice))
+        beating = asyncio.create_task(heartbeats(back, stop))
+        try:
+            quiet = await watcher.drain_nothing(3 * TIMEOUT_S)
+            assert [f for f in quiet if f.get("op") == "presence" and f.get("status") == "offline"] == []
+            # Now a drop with no return: offline within the timeout plus a sweep (and slack).
+            stop.set()
+            await beating
+            dropped_at = time.monotonic()
+            back.conn.transport.abort()
+            offline = await watcher.expect("presence", timeout=TIMEOUT_S + 5, user=alice, status="offline")
+            assert time.monotonic() - dropped_at >= TIMEOUT_S - 0.2  # not before the timeout
+            assert isinstance(offline["last_seen"], int)
+        finally:
+            stop.set()
+            beating.cancel()
