@@ -90,10 +90,17 @@ class ChannelService:
         """The DM of the caller and ``command.user``: ``(view, created)``."""
         if command.user == principal.user:
             raise BadRequest("a DM needs two different users")
-        self._admit_adds(principal, [command.user])
         low, high = sorted((principal.user, command.user))
+        dm_key = f"{low}\n{high}"
+        try:
+            self._admit_adds(principal, [command.user])
+        except RateLimited:
+            existing = await self._store.get_dm(dm_key)  # reopening a DM adds nobody: never refused
+            if existing is None:
+                raise
+            return ChannelView(existing, [low, high], 2), False
         channel_id = await self._minter.mint()
-        proposed = Channel(channel_id, ChannelKind.DM, f"{low}, {high}", principal.user, timestamp_ms(channel_id), dm_key=f"{low}\n{high}")
+        proposed = Channel(channel_id, ChannelKind.DM, f"{low}, {high}", principal.user, timestamp_ms(channel_id), dm_key=dm_key)
         channel, created = await self._store.get_or_create_dm(proposed, (low, high))
         if created:
             self._spend_adds(principal, [command.user])

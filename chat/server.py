@@ -117,7 +117,11 @@ def run(app: Starlette, settings: Settings, *, log_level: str = "info") -> int:
     Raises :class:`StartupError` (one line, an exit code of its own) when the node cannot start.
     """
     listener = bind_listener(settings.host, settings.port)
-    lock = lock_data_dir(settings.data_dir) if settings.embedded_store else None
+    try:
+        lock = lock_data_dir(settings.data_dir) if settings.embedded_store else None
+    except StartupError:
+        listener.close()
+        raise
     reporter = StartupReporter(app)
     config = uvicorn_config(reporter, settings, log_level=log_level)
     logfilters.install()  # after Config: it (re)configures uvicorn's loggers

@@ -55,6 +55,9 @@ class MessageStore(Protocol):
         Returns ``(channel, created)``; concurrent calls for one pair agree on one channel.
         """
 
+    async def get_dm(self, dm_key: str) -> Channel | None:
+        """The DM of the pair ``dm_key`` if it exists, else None; never creates one."""
+
     async def get_channel(self, channel_id: int) -> Channel | None:
         ...
 

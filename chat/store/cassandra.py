@@ -220,6 +220,11 @@ class CassandraMessageStore:
         await self._put_channel(channel)
         return channel, created
 
+    async def get_dm(self, dm_key: str) -> Channel | None:
+        rows = await self._execute("get_dm", (dm_key,))
+        # A claim whose channel row is not written yet is a DM being created: not there yet.
+        return await self._get_channel(rows[0]["channel_id"]) if rows else None
+
     async def get_channel(self, channel_id: int) -> Channel | None:
         return await self._get_channel(channel_id)
 

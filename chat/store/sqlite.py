@@ -233,6 +233,10 @@ class SqliteMessageStore:
 
         return await self._write(run)
 
+    async def get_dm(self, dm_key: str) -> Channel | None:
+        row = await self._read(lambda c: c.execute(f"SELECT {_CHANNEL_COLS} FROM channels WHERE dm_key = ?", (dm_key,)).fetchone())
+        return _row_to_channel(row) if row else None
+
     async def get_channel(self, channel_id: int) -> Channel | None:
         row = await self._read(
             lambda c: c.execute(f"SELECT {_CHANNEL_COLS} FROM channels WHERE id = ?", (channel_id,)).fetchone()

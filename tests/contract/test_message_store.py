@@ -44,6 +44,14 @@ async def test_channel_roundtrip_and_members(store: Any, ids: SnowflakeGenerator
     assert ch.id not in [c.id for c in await store.list_user_channels("carol")]
 
 
+async def test_get_dm_finds_a_pair_and_never_creates(store: Any, ids: SnowflakeGenerator) -> None:
+    key = f"dm-a-{ids.next_id_blocking()}\ndm-b"
+    assert await store.get_dm(key) is None
+    assert await store.get_dm(key) is None  # asking twice created nothing
+    dm, created = await store.get_or_create_dm(make_channel(ids, ChannelKind.DM, dm_key=key), ("dm-a", "dm-b"))
+    assert created and await store.get_dm(key) == dm
+
+
 async def test_user_channels_page_newest_first(store: Any, ids: SnowflakeGenerator) -> None:
     """Issue 12 item 8: a user's channel list pages by ID, so no number of channels buries one."""
     user = f"pager-{ids.next_id_blocking()}"  # the real backend is shared: a user of this test's own

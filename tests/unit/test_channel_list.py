@@ -68,6 +68,7 @@ def test_an_adder_is_rate_limited_and_nothing_is_stored(tmp_path: Path) -> None:
             assert 0 < r.json()["error"]["retry_after_ms"] <= 60_000 and "user" not in r.json()["error"]
         for user in ("x", "y", "z"):
             assert node.call("GET", "/v1/channels", user).json() == {"channels": [], "next_cursor": None}
+        assert node.call("POST", "/v1/dms", "mallory", json={"user": "k"}).status_code == 200  # reopening adds nobody
         # Joining, creating alone and the group's own members adding people are not mallory's budget.
         assert node.call("POST", f"/v1/channels/{room}/members", "x", json={}).json()["result"] == "added"
         assert node.call("POST", "/v1/channels", "mallory", json={"kind": "group", "name": "alone"}).status_code == 201
@@ -91,6 +92,8 @@ def test_each_user_has_a_daily_budget_of_adds_by_others(tmp_path: Path) -> None:
             # a day's budget of 3: one more after 86,400 s / 3
             assert 28_000_000 < r.json()["error"]["retry_after_ms"] <= 28_800_001
         assert node.call("GET", "/v1/channels", "other").json()["channels"] == []  # refused whole: nothing stored
+        assert node.call("POST", "/v1/dms", "a1", json={"user": "vic"}).status_code == 200  # an existing DM still opens
+        assert node.call("POST", "/v1/dms", "a4", json={"user": "vic"}).status_code == 429
         assert node.call("POST", "/v1/channels", "vic", json={"kind": "room", "name": "mine"}).status_code == 201  # vic's own
 
 
