@@ -16,10 +16,12 @@ carrying one of the protocol's codes::
     └── Internal                   internal        500
 
 Adapters translate their driver's exceptions into :class:`Unavailable` at the port
-boundary, so the core and the endpoints never see a driver exception.
+boundary, so the core and the endpoints never see a driver exception. The ``presence``
+and ``discovery`` packages (which cannot import ``chat``) raise their own typed errors;
+:func:`translate` maps those.
 
 WebSocket close codes (:class:`CloseCode`) are split by range so a client decides by the
-code alone: *reconnect* codes (1001, 1011, 1012, 4000-4099) mean "come back, perhaps to
+code alone: *reconnect* codes (1001, 1011, 4503) mean "come back, perhaps to
 another node"; *terminal* codes (1008, 1009, 4401, 4403) mean "do not reconnect as you
 are": fix the behaviour, or get a new token first (4401).
 """
@@ -28,6 +30,9 @@ from __future__ import annotations
 
 from enum import IntEnum
 from typing import Any, ClassVar
+
+from discovery.errors import ConfigRejected, DiscoveryError
+from presence.store.base import PresenceUnavailable
 
 #: A client's request ``id`` as it was sent: echoed on the reply (any string or number).
 FrameId = str | int | float | None
@@ -110,6 +115,20 @@ class Internal(ChatError):
 
 class ClockMovedBackwards(Unavailable):
     """The wall clock went back further than the ID generator is willing to wait out."""
+
+
+def translate(exc: Exception) -> ChatError:
+    """The protocol error for an error of the presence or discovery package (or any other:
+    ``internal``). The one place these are mapped."""
+    if isinstance(exc, ChatError):
+        return exc
+    if isinstance(exc, ConfigRejected):
+        return BadRequest("; ".join(exc.problems))
+    if isinstance(exc, DiscoveryError):
+        return Unavailable(exc.message, retry_after_ms=exc.retry_after_ms or 1000)
+    if isinstance(exc, PresenceUnavailable):
+        return Unavailable("presence is unavailable right now", retry_after_ms=1000)
+    return Internal("internal error")
 
 
 class CloseCode(IntEnum):
