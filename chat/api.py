@@ -18,11 +18,10 @@ from starlette.routing import Route
 
 from chat import commands
 from chat.channels import ChannelService, ChannelView
-from chat.errors import BadRequest, ChatError, Internal, NotFound, Unauthorized, Unavailable
+from chat.errors import BadRequest, ChatError, Internal, NotFound, Unauthorized, translate
 from chat.http import Authenticator, JSONResponse, error_response, read_json_object
 from chat.node import Node
 from chat.service import MessageService
-from presence.store.base import PresenceUnavailable
 from presence.tracker import PresenceTracker
 
 MAX_BODY_BYTES_FLOOR = 64 * 1024
@@ -119,10 +118,10 @@ class HttpApi:
     # Discovery
 
     async def connect(self, request: Request) -> Response:
+        """The node the caller should open its socket on: the same one from every node while it
+        is healthy (``unavailable`` + retry_after_ms when no node can take them now)."""
         principal = self._auth.request(request)
-        node = await self._node.assign(principal.user)
-        if node is None:
-            raise Unavailable("no chat node can take a connection right now", retry_after_ms=2000)
+        node = self._node.assign(principal.user)
         return JSONResponse({"url": node.url, "node_id": node.node_id})
 
     # Channels
@@ -185,21 +184,14 @@ class HttpApi:
         """``?user=a&user=b`` → each user's status and last_seen, the same from every node."""
         self._auth.request(request)
         users = commands.presence_users_query(request.query_params.getlist("user"))
-        try:
-            states = await self._presence.query(users)
-        except PresenceUnavailable:
-            raise Unavailable("presence is unavailable right now", retry_after_ms=1000) from None
+        states = await self._presence.query(users)
         return JSONResponse({"users": {u: p.to_wire() for u, p in states.items()}})
 
     async def channel_presence(self, request: Request) -> Response:
         """Members only: how many members are online, and up to 100 of them."""
         principal = self._auth.request(request)
         members, complete = await self._channels.members_sample(principal, _channel_param(request))
-        try:
-            sample = await self._presence.online_among(members)
-        except PresenceUnavailable:
-            raise Unavailable("presence is unavailable right now", retry_after_ms=1000) from None
-        body = sample.to_wire()
+        body = (await self._presence.online_among(members)).to_wire()
         if not complete:
             body["sampled"] = True  # a room past MEMBERS_SAMPLED members: counted among the first ones
         return JSONResponse(body)
@@ -220,8 +212,8 @@ def _channel(view: ChannelView, *, with_count: bool) -> dict[str, Any]:
 
 
 async def chat_error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ChatError)
-    return error_response(exc)
+    """ChatError, and the presence and discovery packages' own errors (see errors.translate)."""
+    return error_response(translate(exc))
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:

@@ -23,7 +23,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from chat import api, auth, startup
+from chat import api, auth, dynamic, startup
 from chat.access import Access
 from chat.api import ApiSettings, HttpApi
 from chat.browser import BrowserGuard, Origins
@@ -33,7 +33,7 @@ from chat.errors import ChatError, ExitCode
 from chat.handlers import Gateway, GatewaySettings
 from chat.http import Authenticator
 from chat.hub import Hub
-from chat.ids import IdMinter, SnowflakeGenerator, wall_clock_ms
+from chat.minter import IdMinter
 from chat.node import Node, NodeSettings
 from chat.ratelimit import AddGuard, KeyedLimiter
 from chat.relay.base import Relay
@@ -42,8 +42,10 @@ from chat.session import SessionLimits
 from chat.store.base import MessageStore
 from chat.watchers import PresenceFanout
 from chat.ws import WebSocketEndpoint
-from discovery.registry.base import Registry
-from presence.store.base import PresenceStore
+from discovery.errors import DiscoveryError
+from discovery.leader.base import LeaderElection
+from discovery.node import Discovery, DiscoverySettings
+from presence.store.base import PresenceStore, PresenceUnavailable
 from presence.tracker import PresenceTracker
 
 log = logging.getLogger(__name__)
@@ -70,10 +72,28 @@ def build_relay(settings: Settings) -> Relay:
     return LocalRelay()
 
 
-def build_registry(settings: Settings) -> Registry:
-    from discovery.registry.static import StaticRegistry
-
-    return StaticRegistry()
+def build_discovery(settings: Settings) -> Discovery:
+    """Discovery on ZooKeeper when CHAT_ZOOKEEPER_HOSTS is set, else this node alone (its
+    configured worker ID, the floor and lock in the data dir)."""
+    zookeeper = bool(settings.zookeeper_hosts)
+    return Discovery(
+        DiscoverySettings(
+            node_id=settings.node_id,
+            url=settings.ws_url,
+            data_dir=settings.data_dir,
+            capacity=settings.capacity,
+            worker_id=settings.worker_id,
+            zookeeper_hosts=settings.zookeeper_hosts,
+            session_timeout_s=settings.zookeeper_session_timeout_s,
+            epsilon=settings.assign_epsilon,
+            # Embedded: a short reservation, so a restart after a crash waits at most ~2 s
+            # for the clock to pass it (the minter waits that out instead of refusing).
+            reserve_ahead_ms=10_000 if zookeeper else 2_000,
+            reserve_refresh_below_ms=5_000 if zookeeper else 1_000,
+            max_mint_wait_ms=1_000 if zookeeper else 2_500,
+        ),
+        dynamic.SCHEMA,
+    )
 
 
 def build_presence_store(settings: Settings) -> PresenceStore:
@@ -103,24 +123,27 @@ def create_app(
     *,
     store: MessageStore | None = None,
     relay: Relay | None = None,
-    registry: Registry | None = None,
+    discovery: Discovery | None = None,
     presence_store: PresenceStore | None = None,
 ) -> Starlette:
     """Build the node. Adapters not given are built from ``settings``; all are entered and
     exited by the app's lifespan. ``app.state.parts`` holds the composed :class:`Parts`."""
     store = store or build_store(settings)
     relay = relay or build_relay(settings)
-    registry = registry or build_registry(settings)
+    discovery = discovery or build_discovery(settings)
     presence_store = presence_store or build_presence_store(settings)
     fanout = PresenceFanout(store=store, relay=relay, fanout_max=settings.presence_fanout_max)
+    sweeper: list[LeaderElection] = []  # one sweeper per cluster: elected once discovery is open
     presence = PresenceTracker(
         presence_store,
         heartbeat_s=settings.presence_heartbeat_s,
         fanout_max=settings.presence_fanout_max,
         on_transition=fanout.transition,
+        is_leader=lambda: bool(sweeper) and sweeper[0].is_leader,
     )
     # The floor: IDs minted from now on sort after anything minted before this start.
-    minter = IdMinter(SnowflakeGenerator(settings.worker_id, floor_ms=wall_clock_ms()))
+    # Mints only under the worker ID the lease holds, above every millisecond it may have used.
+    minter = IdMinter(discovery.lease, max_wait_ms=3000)
     access = Access(store)
     hub = Hub(relay)
     messages = MessageService(
@@ -142,8 +165,8 @@ def create_app(
     )
     channels = ChannelService(store=store, relay=relay, minter=minter, access=access, group_max_members=settings.group_max_members, adds=adds)
     node = Node(
-        settings=NodeSettings(node_id=settings.node_id, url=settings.ws_url, drain_grace_s=settings.drain_grace_s),
-        registry=registry,
+        settings=NodeSettings(node_id=settings.node_id, drain_grace_s=settings.drain_grace_s),
+        discovery=discovery,
         checks={"store": store.ping, "relay": relay.ping, "presence": presence_store.ping},
     )
     gateway = Gateway(
@@ -180,6 +203,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            # First: the data dir lock (a second node on it is refused before it touches a
+            # file) and the worker-ID lease. Last out: the worker ID goes back after every send.
+            async with startup.step(*discovery_failure(settings)):
+                await discovery.open()
+            stack.push_async_callback(lambda: discovery.close(last_minted_ms=minter.last_minted_ms))
             async with startup.step(*store_failure(settings)):
                 await store.open()
             stack.push_async_callback(store.close)
@@ -189,10 +217,9 @@ def create_app(
             stack.push_async_callback(messages.close)  # its gap announcer, before the relay closes
             stack.push_async_callback(fanout.close)
             stack.push_async_callback(presence_store.close)
+            sweeper.append(await discovery.election("presence-sweeper"))
             await presence.start()
             stack.push_async_callback(presence.close)  # after the sockets: their last events are written
-            await registry.start(node.me())
-            stack.push_async_callback(registry.close)
             stack.push_async_callback(node.drain)  # runs first on the way out
             log.info("node %s ready at %s (store=%s relay=%s)", settings.node_id, settings.ws_url, type(store).__name__, type(relay).__name__)
             yield
@@ -210,6 +237,8 @@ def create_app(
         middleware=[Middleware(BrowserGuard, origins=Origins(settings.allowed_origins))],
         exception_handlers={
             ChatError: api.chat_error_handler,
+            DiscoveryError: api.chat_error_handler,
+            PresenceUnavailable: api.chat_error_handler,
             HTTPException: api.http_error_handler,
             Exception: api.internal_error_handler,
         },
@@ -217,6 +246,13 @@ def create_app(
     )
     app.state.parts = Parts(node=node, hub=hub, messages=messages, channels=channels, gateway=gateway)
     return app
+
+
+def discovery_failure(settings: Settings) -> tuple[ExitCode, str]:
+    """How discovery that cannot start is reported (a data dir in use has a line of its own)."""
+    if settings.zookeeper_hosts:
+        return ExitCode.ZOOKEEPER, f"cannot join the cluster through ZooKeeper at {settings.zookeeper_hosts} (CHAT_ZOOKEEPER_HOSTS)"
+    return ExitCode.DATA_DIR, f"cannot use the data dir {settings.data_dir.resolve()} (CHAT_DATA_DIR)"
 
 
 def store_failure(settings: Settings) -> tuple[ExitCode, str]:

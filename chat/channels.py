@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from chat import commands, events, protocol
 from chat.access import Access
 from chat.errors import BadRequest, Forbidden, NotFound, RateLimited, Unavailable
-from chat.ids import IdMinter, timestamp_ms
+from chat.ids import timestamp_ms
+from chat.minter import IdMinter
 from chat.models import Channel, ChannelKind, Principal
 from chat.ratelimit import AddGuard
 from chat.relay.base import Relay, user_topic

@@ -49,7 +49,8 @@ class Settings:
     port: int = 8000  # CHAT_PORT
     public_url: str = ""  # CHAT_PUBLIC_URL: ws(s)://host:port as clients reach this node; default from host/port
     node_id: str = ""  # CHAT_NODE_ID: default hostname-port
-    worker_id: int = 0  # CHAT_WORKER_ID: Snowflake worker (0..1023); leased from ZooKeeper in a cluster
+    worker_id: int = 0  # CHAT_WORKER_ID: Snowflake worker (0..1023) of an embedded node; ZooKeeper leases one
+    capacity: int = 10_000  # CHAT_NODE_CAPACITY: connections this node is sized for (never assigned more)
     data_dir: Path = Path(".chat-data")  # CHAT_DATA_DIR: SQLite file and the dev JWT secret
     environment: str = "development"  # CHAT_ENV: "production" refuses dev conveniences
     allowed_origins: tuple[str, ...] = ()  # CHAT_ALLOWED_ORIGINS: browser origins besides this node's own (chat/browser.py)
@@ -72,6 +73,8 @@ class Settings:
     cassandra_timeout_s: float = 2.0  # CHAT_CASSANDRA_TIMEOUT_S: per request
     redis_url: str = field(default="", repr=False)  # CHAT_REDIS_URL (may hold a password)
     zookeeper_hosts: str = ""  # CHAT_ZOOKEEPER_HOSTS: host:port,…[/chroot]
+    zookeeper_session_timeout_s: float = 10.0  # CHAT_ZOOKEEPER_SESSION_TIMEOUT_S: how fast a dead node leaves the cluster
+    assign_epsilon: float = 0.25  # CHAT_ASSIGN_EPSILON: no node is assigned over (1 + ε) × its share of the load
 
     # Product limits
     group_max_members: int = 100  # CHAT_GROUP_MAX_MEMBERS
@@ -251,7 +254,12 @@ def _parse(read: _ReadsRecorded, *, create_dev_secret: bool, data_dir_probe: boo
             problems.append(f"CHAT_ALLOWED_ORIGINS: {origin[:80]!r} is not an origin like https://chat.example.com or http://127.0.0.1:8000")
     zookeeper_hosts = read.get("CHAT_ZOOKEEPER_HOSTS", "").strip()
     if zookeeper_hosts:
-        problems.append("CHAT_ZOOKEEPER_HOSTS: ZooKeeper discovery is not available yet; unset it (a node is its own cluster)")
+        from discovery.zk import parse_hosts
+
+        try:
+            parse_hosts(zookeeper_hosts)
+        except ValueError as exc:
+            problems.append(f"CHAT_ZOOKEEPER_HOSTS: {exc}")
     redis_url = read.get("CHAT_REDIS_URL", "").strip()
     if redis_url and not re.match(r"^(redis|rediss|unix)://", redis_url):
         problems.append("CHAT_REDIS_URL: must start with redis://, rediss:// or unix://")
@@ -283,6 +291,9 @@ def _parse(read: _ReadsRecorded, *, create_dev_secret: bool, data_dir_probe: boo
         cassandra_timeout_s=get_float("CHAT_CASSANDRA_TIMEOUT_S", d.cassandra_timeout_s, 0.05, 60),
         redis_url=redis_url,
         zookeeper_hosts=zookeeper_hosts,
+        zookeeper_session_timeout_s=get_float("CHAT_ZOOKEEPER_SESSION_TIMEOUT_S", d.zookeeper_session_timeout_s, 2, 600),
+        assign_epsilon=get_float("CHAT_ASSIGN_EPSILON", d.assign_epsilon, 0.01, 10),
+        capacity=get_int("CHAT_NODE_CAPACITY", d.capacity, 1, 10_000_000),
         group_max_members=get_int("CHAT_GROUP_MAX_MEMBERS", d.group_max_members, 2, 1_000_000),
         max_message_chars=get_int("CHAT_MAX_MESSAGE_CHARS", d.max_message_chars, 1, 1_000_000),
         replay_cap=get_int("CHAT_REPLAY_CAP", d.replay_cap, 1, 100_000),

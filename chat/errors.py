@@ -19,13 +19,15 @@ carrying one of the protocol's codes::
     └── Internal                   internal        500
 
 Adapters translate their driver's exceptions into :class:`Unavailable` at the port
-boundary, so the core and the endpoints never see a driver exception.
+boundary, so the core and the endpoints never see a driver exception. The ``presence``
+and ``discovery`` packages (which cannot import ``chat``) raise their own typed errors;
+:func:`translate` maps those.
 
 A node that cannot start raises :class:`StartupError` with an :class:`ExitCode`: the process
 prints one line and exits with that code (``chat serve``'s exit codes are listed there).
 
 WebSocket close codes (:class:`CloseCode`) are split by range so a client decides by the
-code alone: *reconnect* codes (1001, 1011, 1012, 4000-4099) mean "come back, perhaps to
+code alone: *reconnect* codes (1001, 1011, 4503) mean "come back, perhaps to
 another node"; *terminal* codes (1008, 1009, 4401, 4403) mean "do not reconnect as you
 are": fix the behaviour, or get a new token first (4401).
 """
@@ -34,6 +36,9 @@ from __future__ import annotations
 
 from enum import IntEnum
 from typing import Any, ClassVar
+
+from discovery.errors import ConfigRejected, DiscoveryError
+from presence.store.base import PresenceUnavailable
 
 #: A client's request ``id`` as it was sent: echoed on the reply (any string or number).
 FrameId = str | int | float | None
@@ -135,6 +140,20 @@ class ClockMovedBackwards(Unavailable):
     """The wall clock went back further than the ID generator is willing to wait out."""
 
 
+def translate(exc: Exception) -> ChatError:
+    """The protocol error for an error of the presence or discovery package (or any other:
+    ``internal``). The one place these are mapped."""
+    if isinstance(exc, ChatError):
+        return exc
+    if isinstance(exc, ConfigRejected):
+        return BadRequest("; ".join(exc.problems))
+    if isinstance(exc, DiscoveryError):
+        return Unavailable(exc.message, retry_after_ms=exc.retry_after_ms or 1000)
+    if isinstance(exc, PresenceUnavailable):
+        return Unavailable("presence is unavailable right now", retry_after_ms=1000)
+    return Internal("internal error")
+
+
 class CloseCode(IntEnum):
     """WebSocket close codes this server sends (RFC 6455 plus an application range)."""
 
@@ -174,6 +193,7 @@ class ExitCode(IntEnum):
     DATA_DIR = 4  # the data dir is in use by another node, or its database cannot be opened
     REDIS = 5  # Redis (CHAT_REDIS_URL) cannot be reached
     CASSANDRA = 6  # Cassandra (CHAT_CASSANDRA_HOSTS) cannot be reached or used
+    ZOOKEEPER = 7  # ZooKeeper (CHAT_ZOOKEEPER_HOSTS) cannot be reached, or no worker ID is free
 
 
 class StartupError(Exception):

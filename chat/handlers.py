@@ -15,11 +15,10 @@ from typing import Any
 from chat import commands, protocol
 from chat.access import Access
 from chat.commands import ChannelRef, Command
-from chat.errors import BadRequest, ChatError, FrameId, NotFound, Unavailable
+from chat.errors import BadRequest, ChatError, FrameId, NotFound
 from chat.hub import Hub
 from chat.service import MessageService
 from chat.session import Session
-from presence.store.base import PresenceUnavailable
 from presence.tracker import PresenceTracker
 
 log = logging.getLogger(__name__)
@@ -187,8 +186,4 @@ class Gateway:
         session.push(protocol.reply("presence_unsubscribed", command.id, {"users": list(command.users)}))
 
     async def _query(self, users: tuple[str, ...]) -> dict[str, object]:
-        try:
-            states = await self._presence.query(users)
-        except PresenceUnavailable:
-            raise Unavailable("presence is unavailable right now", retry_after_ms=1000) from None
-        return {u: p.to_wire() for u, p in states.items()}
+        return {u: p.to_wire() for u, p in (await self._presence.query(users)).items()}

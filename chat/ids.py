@@ -11,7 +11,6 @@ giving up loudly. This keeps the hot path free of sleeps and the policy testable
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -87,9 +86,19 @@ class SnowflakeGenerator:
             return 0
         return (self._last_ms << TIMESTAMP_SHIFT) | ((1 << TIMESTAMP_SHIFT) - 1)
 
+    @property
+    def last_ms(self) -> int | None:
+        """Unix milliseconds of the last ID issued (None before the first)."""
+        return self._last_ms + EPOCH_MS if self._minted else None
+
     def next_id(self) -> int:
         """Mint the next ID, or raise :class:`ClockBehind` if the clock must catch up first."""
-        now = self._clock() - EPOCH_MS
+        return self.next_id_at(self._clock())
+
+    def next_id_at(self, unix_ms: int) -> int:
+        """Mint the next ID as if the clock read ``unix_ms`` (a millisecond the caller was
+        allowed to mint at); :class:`ClockBehind` if it is behind the last ID's."""
+        now = unix_ms - EPOCH_MS
         last = self._last_ms
         if now > last:
             self._last_ms = now
@@ -113,49 +122,12 @@ class SnowflakeGenerator:
                 return self.next_id()
             except ClockBehind as behind:
                 if waited + behind.wait_ms > max_wait_ms:
-                    raise _gave_up(behind.wait_ms, waited) from None
+                    raise gave_up(behind.wait_ms, waited) from None
                 time.sleep(behind.wait_ms / 1000)
                 waited += behind.wait_ms
 
 
-class IdMinter:
-    """The server's async face of a generator: waits out a clock that stepped back,
-    up to ``max_wait_ms``, then fails loudly instead of ever reusing an ID."""
-
-    def __init__(self, generator: SnowflakeGenerator, *, max_wait_ms: int = 2000) -> None:
-        self.generator = generator
-        # Past this the clock is considered broken: an operator must look at NTP.
-        self.max_wait_ms = max_wait_ms
-
-    async def mint(self) -> int:
-        """Return a new ID; raise :class:`ClockMovedBackwards` if the clock does not catch up."""
-        gen = self.generator
-        try:
-            return gen.next_id()
-        except ClockBehind as first:
-            behind = first
-        waited = 0
-        while True:
-            if waited + behind.wait_ms > self.max_wait_ms:
-                raise _gave_up(behind.wait_ms, waited)
-            await asyncio.sleep(behind.wait_ms / 1000)
-            waited += behind.wait_ms
-            try:
-                return gen.next_id()
-            except ClockBehind as again:
-                behind = again
-
-    @property
-    def last_id(self) -> int:
-        return self.generator.last_id
-
-    @property
-    def bound(self) -> int:
-        """See :attr:`SnowflakeGenerator.bound`: the seam bound of a single-node subscribe."""
-        return self.generator.bound
-
-
-def _gave_up(behind_ms: int, waited_ms: int) -> ClockMovedBackwards:
+def gave_up(behind_ms: int, waited_ms: int) -> ClockMovedBackwards:
     log.error(
         "system clock moved backwards: still %d ms behind the last issued ID after waiting %d ms; "
         "refusing to mint IDs (check NTP)",

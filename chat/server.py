@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 import sys
@@ -29,7 +28,7 @@ from chat.errors import ExitCode, StartupError
 from chat.fds import FdReserve
 from chat.listener import GuardedWebSocketProtocol, http_protocol
 from chat.node import Node
-from chat.startup import bind_listener, lock_data_dir
+from chat.startup import bind_listener
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +116,6 @@ def run(app: Starlette, settings: Settings, *, log_level: str = "info") -> int:
     Raises :class:`StartupError` (one line, an exit code of its own) when the node cannot start.
     """
     listener = bind_listener(settings.host, settings.port)
-    try:
-        lock = lock_data_dir(settings.data_dir) if settings.embedded_store else None
-    except StartupError:
-        listener.close()
-        raise
     reporter = StartupReporter(app)
     config = uvicorn_config(reporter, settings, log_level=log_level)
     logfilters.install()  # after Config: it (re)configures uvicorn's loggers
@@ -134,8 +128,6 @@ def run(app: Starlette, settings: Settings, *, log_level: str = "info") -> int:
             raise
     finally:
         reserve.close()
-        if lock is not None:
-            os.close(lock)
     if reporter.failure is not None:
         raise reporter.failure
     if not server.started:

@@ -27,7 +27,8 @@ from chat import commands, events, protocol
 from chat.access import Access
 from chat.errors import ChatError, RateLimited, Unavailable
 from chat.gaps import GapAnnouncer
-from chat.ids import IdMinter, timestamp_ms
+from chat.ids import timestamp_ms
+from chat.minter import IdMinter
 from chat.models import Message, Page, Principal
 from chat.ratelimit import KeyedLimiter
 from chat.relay.base import Relay, channel_topic, user_topic

@@ -33,7 +33,7 @@ from typing import Protocol
 from chat import protocol
 from chat.commands import Command
 from chat.delivery import Delivery
-from chat.errors import ChatError, CloseCode, Internal, RateLimited, TooLarge
+from chat.errors import ChatError, CloseCode, Internal, RateLimited, TooLarge, translate
 from chat.models import Principal
 from chat.protocol import Frame
 from chat.ratelimit import FrameGuard
@@ -409,15 +409,15 @@ class Session:
     async def _dispatch(self, command: Command) -> None:
         try:
             await self._handler(self, command)
-        except ChatError as error:
+        except Exception as exc:
+            error = translate(exc)
+            if isinstance(error, Internal) and not isinstance(exc, ChatError):
+                log.exception("unexpected error handling a frame from %s", self.user)
             if error.frame_id is None:
                 error.answering(command.id)
             self._refuse(error)
             if isinstance(error, TooLarge) and self._guard.too_large():
                 await self._close_abusive(CloseCode.TOO_BIG, "repeated oversize messages")
-        except Exception:
-            log.exception("unexpected error handling a frame from %s", self.user)
-            self.push(protocol.error_frame(Internal("internal error").answering(command.id)))
 
     def _accept(self, raw: str | bytes) -> Command | None:
         """The rate limit, then parsing: a command, or None once the refusal is answered."""

@@ -99,14 +99,18 @@ class Discovery:
     async def start(cls, settings: DiscoverySettings, schema: Schema) -> Discovery:
         """Start everything (bounded); on failure what was started is closed again."""
         node = cls(settings, schema)
-        try:
-            await node._start()
-        except BaseException:
-            await node.close()
-            raise
+        await node.open()
         return node
 
-    async def _start(self) -> None:
+    async def open(self) -> None:
+        """Start everything (bounded); on failure what was started is closed again."""
+        try:
+            await self._open()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _open(self) -> None:
         s = self.settings
         if self.conn is not None:
             self._lock = await asyncio.to_thread(DataDirLock.acquire, s.data_dir)  # the static lease takes it itself

@@ -98,6 +98,7 @@ class LeaseCore:
         ``write`` persists a record durably (compare-and-set where the backend has it) and
         raises :class:`DiscoveryError` when it cannot; the reservation moves only after it returns.
         """
+        failing = False
         while True:
             delay_ms = self.policy.refresh_at(self.reserved_until_ms) - self.clock_ms()
             if delay_ms > 0:
@@ -107,9 +108,14 @@ class LeaseCore:
             try:
                 await write(record)
             except DiscoveryError as exc:
-                log.warning("could not extend the minting reservation of worker %s: %s", self.worker_id, exc.message)
+                # One warning per outage, not one per retry.
+                log.log(logging.DEBUG if failing else logging.WARNING, "could not extend the minting reservation of worker %s: %s", self.worker_id, exc.message)
+                failing = True
                 await asyncio.sleep(RETRY_WRITE_S)
                 continue
+            if failing:
+                failing = False
+                log.info("minting reservation of worker %s extended again", self.worker_id)
             self.record = record
             self.reserved_until_ms = record.reserved_until_ms
 

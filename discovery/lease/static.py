@@ -59,7 +59,13 @@ class StaticWorkerLease(CoreBackedLease):
             stored = await asyncio.wait_for(asyncio.to_thread(self._read), IO_TIMEOUT_S)
             core = self._core
             written = stored.reserve(core.policy.next_until(stored.reserved_until_ms, core.clock_ms()), core.holder)
-            await self._write(written)
+            try:
+                await self._write(written)
+            except DiscoveryError:
+                # A full or read-only disk: the node still starts (reads and health work), but
+                # mints nothing until a reservation is durable; the refresher keeps trying (and
+                # says so, once).
+                written = stored
         except BaseException:
             self._lock.release()
             self._lock = None

@@ -44,11 +44,17 @@ def test_a_node_starts_on_a_full_disk_serves_reads_and_health_and_recovers(tmp_p
                 refused = http.post(url, json={"text": "lost?", "client_msg_id": "c3"})
                 assert refused.status_code == 503, refused.text
                 error = refused.json()["error"]
-                assert error["code"] == "unavailable" and error["message"] == FULL and error["retry_after_ms"] > 0
+                # Refused up front: by the minter (no reservation of minting time can be written)
+                # or by the store, whichever meets the full disk first.
+                assert error["code"] == "unavailable" and error["retry_after_ms"] > 0
+                assert error["message"] == FULL or "cannot mint" in error["message"]
                 assert int(refused.headers["Retry-After"]) >= 1
                 assert http.post(url, json={"text": "again", "client_msg_id": "c4"}).status_code == 503
                 assert http.get(url).json()["messages"] == sent  # a refused send stored nothing
-            assert len([line for line in server.lines if FULL in line]) == 1, server.lines
+            # One line per thing that found the disk full (the store, the minting reservation),
+            # never one per refused request.
+            full = [line for line in server.lines if FULL in line or "No space left on device" in line]
+            assert 1 <= len(full) <= 2, server.lines
 
             disk.free()
             with server.http(alice) as http:
@@ -60,7 +66,8 @@ def test_a_node_starts_on_a_full_disk_serves_reads_and_health_and_recovers(tmp_p
                     time.sleep(0.5)
                 assert r.status_code == 201, r.text
                 assert http.get(url).json()["messages"] == [*sent, r.json()["message"]]
-            assert server.wait_for_line("is writable again", 5)
+            if any(FULL in line for line in server.lines):  # the store met the full disk itself: it says it is back
+                assert server.wait_for_line("is writable again", 5), "\n".join(server.lines)
             assert server.terminate() == 0
         finally:
             server.kill()

@@ -28,8 +28,9 @@ def assert_one_line(stderr: str, starts: str) -> None:
     [
         ({"CHAT_REDIS_URL": "redis://:hunter2@127.0.0.1:{port}/0"}, ExitCode.REDIS, "chat: cannot reach Redis at redis://127.0.0.1:"),
         ({"CHAT_CASSANDRA_HOSTS": "127.0.0.1:{port}"}, ExitCode.CASSANDRA, "chat: cannot use Cassandra at 127.0.0.1:"),
+        ({"CHAT_ZOOKEEPER_HOSTS": "127.0.0.1:{port}"}, ExitCode.ZOOKEEPER, "chat: cannot join the cluster through ZooKeeper at 127.0.0.1:"),
     ],
-    ids=["redis", "cassandra"],
+    ids=["redis", "cassandra", "zookeeper"],
 )
 def test_an_unreachable_backend_is_one_line(tmp_path: Path, backend: dict[str, str], code: ExitCode, starts: str) -> None:
     down = free_port()  # nothing listens there
@@ -49,7 +50,8 @@ def test_a_taken_port_and_a_data_dir_in_use_are_one_line_each(tmp_path: Path) ->
         assert_one_line(taken.stderr, f"chat: port {node.port} on 127.0.0.1 is in use")
         shared = run_cli("serve", env=clean_env(CHAT_JWT_SECRET=TEST_SECRET, CHAT_DATA_DIR=str(node.data_dir), CHAT_PORT=str(free_port())))
         assert shared.returncode == ExitCode.DATA_DIR
-        assert_one_line(shared.stderr, f"chat: the data dir {node.data_dir.resolve()} is in use by pid {node.pid}")
+        assert_one_line(shared.stderr, "chat: the data dir ")
+        assert f"is in use by another chat node (pid {node.pid})" in shared.stderr and "CHAT_DATA_DIR" in shared.stderr
     finally:
         node.kill()
     # Once the first node is gone, its data dir is free again.

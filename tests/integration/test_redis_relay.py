@@ -187,7 +187,7 @@ async def test_a_message_whose_publish_failed_reaches_other_nodes_as_a_gap(relay
     from chat import commands, events
     from chat.access import Access
     from chat.channels import ChannelService
-    from chat.ids import IdMinter, SnowflakeGenerator
+    from chat.minter import FixedWorker, IdMinter
     from chat.models import Principal
     from chat.service import MessageLimits, MessageService
     from chat.store.sqlite import SqliteMessageStore
@@ -199,7 +199,7 @@ async def test_a_message_whose_publish_failed_reaches_other_nodes_as_a_gap(relay
     b, sink_b = await relays()
     store = SqliteMessageStore(tmp_path / "a.sqlite3")
     await store.open()
-    minter, access = IdMinter(SnowflakeGenerator(3)), Access(store)
+    minter, access = IdMinter(FixedWorker(3)), Access(store)
     service = MessageService(store=store, relay=a, minter=minter, access=access, limits=MessageLimits())
     channels = ChannelService(store=store, relay=a, minter=minter, access=access, group_max_members=100)
     try:

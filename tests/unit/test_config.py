@@ -85,7 +85,7 @@ def test_the_readme_lists_every_setting_and_nothing_else() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     table = "\n".join(line for line in readme.split("## Configuration", 1)[1].split("\n## ", 1)[0].splitlines() if line.startswith("| `"))
     documented = set(re.findall(r"`(CHAT_[A-Z0-9_]+)`", table))
-    assert documented == known_settings() - {"CHAT_ZOOKEEPER_HOSTS"}  # refused at start until discovery lands
+    assert documented == known_settings()
 
 
 def test_chat_token_settings_never_create_a_secret(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from chat.ids import (
     EPOCH_MS,
     MAX_SEQUENCE,
     ClockBehind,
-    IdMinter,
     SnowflakeGenerator,
     min_id_at,
     parse_id,
@@ -20,6 +19,7 @@ from chat.ids import (
     timestamp_ms,
     worker_of,
 )
+from chat.minter import FixedWorker, IdMinter
 
 
 class FakeClock:
@@ -100,7 +100,7 @@ def test_worker_id_range() -> None:
 
 async def test_minter_waits_out_a_small_step_back() -> None:
     clock = FakeClock(EPOCH_MS + 5000)
-    minter = IdMinter(SnowflakeGenerator(0, clock=clock), max_wait_ms=500)
+    minter = IdMinter(FixedWorker(0, clock=clock), max_wait_ms=500)
     first = await minter.mint()
     clock.ms -= 20
 
@@ -116,7 +116,7 @@ async def test_minter_waits_out_a_small_step_back() -> None:
 
 async def test_minter_fails_loudly_past_its_bound(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock(EPOCH_MS + 50_000)
-    minter = IdMinter(SnowflakeGenerator(0, clock=clock), max_wait_ms=100)
+    minter = IdMinter(FixedWorker(0, clock=clock), max_wait_ms=100)
     await minter.mint()
     clock.ms -= 10_000  # NTP stepped the clock back ten seconds
     with pytest.raises(ClockMovedBackwards):

@@ -15,7 +15,7 @@ from chat.access import Access
 from chat.channels import ChannelService
 from chat.errors import Unavailable
 from chat.gaps import GapAnnouncer
-from chat.ids import IdMinter, SnowflakeGenerator
+from chat.minter import FixedWorker, IdMinter
 from chat.models import Principal
 from chat.relay.base import DeliverFn, GapFn, Relay
 from chat.relay.local import LocalRelay
@@ -77,7 +77,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteMessageStore]:
 
 
 async def service_with(store: SqliteMessageStore, relay: Relay) -> tuple[MessageService, int]:
-    minter, access = IdMinter(SnowflakeGenerator(1)), Access(store)
+    minter, access = IdMinter(FixedWorker(1)), Access(store)
     service = MessageService(store=store, relay=relay, minter=minter, access=access, limits=MessageLimits())
     channels = ChannelService(store=store, relay=relay, minter=minter, access=access, group_max_members=100)
     view = await channels.create(ALICE, commands.CreateChannel("group", "g", ()))

@@ -19,8 +19,12 @@ pytestmark = pytest.mark.timeout(30)
 
 
 class Ws:
+    """A test socket. Presence pushes arrive whenever a user sharing a small channel comes or
+    goes: they are set aside and returned only to ``expect("presence")``."""
+
     def __init__(self, session: WebSocketTestSession) -> None:
         self.session = session
+        self.presence: list[dict[str, Any]] = []
         self.hello = self.expect("hello")
         self._n = 0
 
@@ -30,11 +34,17 @@ class Ws:
         self.session.send_text(orjson.dumps({"op": op, "id": frame_id, **fields}).decode())
         return str(frame_id)
 
-    def recv(self) -> dict[str, Any]:
-        return orjson.loads(self.session.receive_text())  # type: ignore[no-any-return]
+    def recv(self, *, presence: bool = False) -> dict[str, Any]:
+        if presence and self.presence:
+            return self.presence.pop(0)
+        while True:
+            frame: dict[str, Any] = orjson.loads(self.session.receive_text())
+            if presence or frame["op"] != "presence" or "id" in frame:
+                return frame
+            self.presence.append(frame)
 
     def expect(self, op: str) -> dict[str, Any]:
-        frame = self.recv()
+        frame = self.recv(presence=op == "presence")
         assert frame["op"] == op, frame
         return frame
 
