@@ -74,7 +74,8 @@ class Budget:
         """Seconds until ``cost`` tokens are there; 0.0: now. Spends nothing."""
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
-        return 0.0 if self._tokens >= cost else (cost - self._tokens) / self.rate
+        # The tolerance: a caller woken at exactly the time this returned finds the tokens there.
+        return 0.0 if self._tokens + 1e-9 >= cost else (cost - self._tokens) / self.rate
 
     def spend(self, cost: float) -> None:
         """Spend ``cost`` tokens (after :meth:`wait` said 0.0 at the same ``now``)."""
