@@ -2,40 +2,35 @@
 rooms, hysteresis, operator pins. Pure: every call takes ``now`` (seconds, one monotonic
 clock, ≥ 0); nothing awaits, nothing does I/O.
 
-**Counting** (:meth:`HotDetector.count`, on every send, fan-out, history fetch and join) must
-cost next to nothing for the 99.9 % of quiet rooms. A room's counters are allocated on its
-first event: four counts for the current bucket and four for the previous one (buckets of
-``window_s``). The rate over the last window is the classic two-bucket approximation,
-``(current + previous × (1 − elapsed fraction)) / window_s``: exact for a steady rate up to
-one event per bucket; a burst that stops is let go of within two windows. An event is a
-dict lookup, a float compare, an add and a compare; an event that opens a new bucket (at most
-once per room per bucket — for a quiet room, most of its events) also resets eight counters.
-``bench/hot_detector.py`` measures it.
+**Counting** (:meth:`HotDetector.count`: every send, fan-out, history fetch and join) must cost
+next to nothing for the 99.9 % of quiet rooms. A room's counters are allocated on its first
+event: four counts for the current bucket of ``window_s`` and four for the previous one. The
+rate over the last window is the two-bucket approximation ``(current + previous × part of it
+still in the window) / window_s``: exact for a steady rate up to one event per bucket; a burst
+that stops is let go of within two windows. An event costs a dict lookup, a float compare, an
+add and a compare, plus eight counter resets when it opens a new bucket (for a quiet room, most
+of its events). ``bench/hot_detector.py`` measures it.
 
-**Forgetting.** Counters live in two generations: rooms touched since the last rotation and
-the ones before. :meth:`tick` rotates every ``idle_s`` (a room's first event after a rotation
-moves it to the young generation), and the old generation is dropped whole — so a room idle
-for ``2 × idle_s`` is forgotten without any scan. When the young generation reaches
-``max_rooms`` it rotates early: memory stays under ``2 × max_rooms`` rooms whatever the churn,
-and a busy room (events every few ms) is never the one forgotten.
+**Forgetting.** Counters live in two generations. :meth:`tick` rotates them every ``idle_s``
+(a room's next event moves it to the young one) and drops the old one whole: a room idle for
+``2 × idle_s`` is forgotten without a scan. The young generation rotates early at ``max_rooms``,
+so memory stays under ``2 × max_rooms`` rooms whatever the churn, and a busy room is never the
+one forgotten.
 
-**Candidates and the cluster.** A room whose count in the current bucket reaches its *local
-floor* (threshold × ``local_floor_ratio`` × ``window_s``, for any kind) becomes a candidate.
-Only candidates (and rooms hot here) are exported by :meth:`candidates` for the other nodes,
-which feed them to :meth:`merge_remote`; a remote report counts for ``remote_ttl_s`` after it
-arrived (local clock, so node clock skew does not matter). A room's cluster rate is its local
-rate plus its unexpired remote reports. Keep ``local_floor_ratio`` ≤ 1 / (nodes a room's
-traffic spreads over), or an evenly spread room is seen by no one.
+**The cluster.** A room whose count in the current bucket reaches its *local floor* (threshold
+× ``local_floor_ratio`` × ``window_s``, any kind) is a candidate. Only candidates and rooms hot
+here are exported by :meth:`candidates`; other nodes feed them to :meth:`merge_remote`, where a
+report counts for ``remote_ttl_s`` after it arrived (local clock: node skew does not matter).
+A room's cluster rate is its local rate plus its unexpired remote reports. Keep
+``local_floor_ratio`` ≤ 1 / (nodes a room's traffic spreads over), or no node exports it.
 
-**Hot and cool.** :meth:`tick` (call it every ~250 ms) judges only candidates, hot rooms and
-rooms with remote reports — never the quiet rooms. A room turns hot when any cluster rate
-reaches its threshold; it cools once *every* rate has stayed below threshold × ``cool_ratio``
-for ``cool_s`` (a return above the line restarts that wait). A steady rate therefore never
-flaps. An operator pin forces a room hot (True) or not hot (False) whatever its rates;
-:meth:`is_hot` answers the effective state (a set lookup) and :meth:`tick`, :meth:`pin` and
-:meth:`unpin` return the :class:`Transition` of the effective state when it changes.
-:attr:`HotDetector.thresholds` may be replaced at any time (dynamic configuration); the next
-event and the next :meth:`tick` use the new values.
+**Hot and cool.** :meth:`tick` (every ~250 ms) judges only candidates, hot rooms and reported
+rooms. A room turns hot when any cluster rate reaches its threshold; it cools once *every* rate
+has stayed below threshold × ``cool_ratio`` for ``cool_s`` (going back above the line restarts
+the wait), so a steady rate never flaps. A pin forces a room hot or not hot whatever its rates.
+:meth:`is_hot` answers the effective state (a dict lookup); :meth:`tick`, :meth:`pin` and
+:meth:`unpin` return the :class:`Transition` when it changes. :attr:`HotDetector.thresholds`
+may be replaced at any time (dynamic configuration): the next event and tick use it.
 """
 
 from __future__ import annotations
@@ -75,14 +70,8 @@ class Thresholds:
     remote_ttl_s: float = 3.0  # a remote node's report counts this long after it arrived
 
     def __post_init__(self) -> None:
-        if min(self.limits()) <= 0:
-            raise ValueError("hot thresholds must be > 0")
-        if not 0 < self.cool_ratio < 1:
-            raise ValueError("cool_ratio must be in (0, 1)")
-        if not 0 < self.local_floor_ratio <= 1:
-            raise ValueError("local_floor_ratio must be in (0, 1]")
-        if self.cool_s < 0 or self.remote_ttl_s <= 0:
-            raise ValueError("cool_s must be ≥ 0 and remote_ttl_s > 0")
+        if min(self.limits()) <= 0 or not 0 < self.cool_ratio < 1 or not 0 < self.local_floor_ratio <= 1 or self.cool_s < 0 or self.remote_ttl_s <= 0:
+            raise ValueError("thresholds and remote_ttl_s must be > 0, cool_ratio in (0, 1), local_floor_ratio in (0, 1], cool_s ≥ 0")
 
     def limits(self) -> Rates:
         """The per-kind thresholds, as a :class:`Rates`."""
@@ -206,6 +195,13 @@ class HotDetector:
     def _rotate(self) -> None:
         self._old, self._young = self._young, {}
 
+    def _counts(self, room: int) -> _Counts | None:
+        return self._young.get(room) or self._old.get(room)
+
+    def _watched(self) -> set[int]:
+        """The rooms tick() judges: candidates, hot by rates, reported by other nodes."""
+        return self._candidates | self._detected.keys() | self._remote.keys()
+
     def is_hot(self, room: int) -> bool:
         """The effective state (rates or pin), as of the last :meth:`tick` / pin change."""
         return room in self._since
@@ -214,7 +210,7 @@ class HotDetector:
 
     def local_rates(self, room: int, now: float) -> Rates:
         """This node's rates of ``room`` over the last window."""
-        counts = self._young.get(room) or self._old.get(room)
+        counts = self._counts(room)
         if counts is None:
             return ZERO
         left = (counts.end - now) * self._per_s  # the part of the current bucket still to come
@@ -275,13 +271,13 @@ class HotDetector:
         limits = self._thresholds.limits()
         floor = [limit * self._thresholds.local_floor_ratio for limit in limits]
         out: list[Transition] = []
-        for room in self._candidates | self._detected.keys() | self._remote.keys():
+        for room in self._watched():
             if room in self._candidates and all(r < f for r, f in zip(self.local_rates(room, now), floor, strict=True)):
                 self._candidates.discard(room)
-                counts = self._young.get(room) or self._old.get(room)
-                if counts is not None:
+                if (counts := self._counts(room)) is not None:
                     counts.candidate = False
-            self._judge(room, self.rates(room, now), limits, now, out)
+            if (transition := self._judge(room, self.rates(room, now), limits, now)) is not None:
+                out.append(transition)
         return out
 
     @staticmethod
@@ -291,32 +287,33 @@ class HotDetector:
             del reports[node]
         return bool(reports)
 
-    def _judge(self, room: int, rates: Rates, limits: Rates, now: float, out: list[Transition]) -> None:
+    def _judge(self, room: int, rates: Rates, limits: Rates, now: float) -> Transition | None:
         if room not in self._detected:
             if any(r >= limit for r, limit in zip(rates, limits, strict=True)):
                 self._detected[room] = now
-                self._effective(room, now, "rates", out)
-            return
+                return self._effective(room, now, "rates")
+            return None
         cool_line = self._thresholds.cool_ratio
         if all(r < limit * cool_line for r, limit in zip(rates, limits, strict=True)):
             below = self._below.setdefault(room, now)
             if now - below >= self._thresholds.cool_s:
                 del self._detected[room], self._below[room]
-                self._effective(room, now, "rates", out)
+                return self._effective(room, now, "rates")
         else:
             self._below.pop(room, None)  # back above the line: the cool-down starts over
+        return None
 
-    def _effective(self, room: int, now: float, cause: str, out: list[Transition]) -> None:
-        """Bring ``_since`` in line with the pin or the rates; record a transition if it moved."""
+    def _effective(self, room: int, now: float, cause: str) -> Transition | None:
+        """Bring ``_since`` in line with the pin or the rates; the transition if it moved."""
         pin = self._pins.get(room)
         hot = pin if pin is not None else room in self._detected
         if hot == (room in self._since):
-            return
+            return None
         if hot:
             self._since[room] = now
         else:
             del self._since[room]
-        out.append(Transition(room, hot, now, cause))
+        return Transition(room, hot, now, cause)
 
     # Operators
 
@@ -326,20 +323,16 @@ class HotDetector:
         if room not in self._pins and len(self._pins) >= self._max_pins:
             raise ValueError(f"at most {self._max_pins} rooms may be pinned")
         self._pins[room] = hot
-        out: list[Transition] = []
-        self._effective(room, now, "pin", out)
-        return out[0] if out else None
+        return self._effective(room, now, "pin")
 
     def unpin(self, room: int, now: float) -> Transition | None:
         """Let ``room`` follow its rates again."""
         self._pins.pop(room, None)
-        out: list[Transition] = []
-        self._effective(room, now, "unpin", out)
-        return out[0] if out else None
+        return self._effective(room, now, "unpin")
 
     def snapshot(self, now: float) -> dict[int, RoomState]:
         """Every room the detector is watching (candidates, hot, reported, pinned), for the ops API."""
-        rooms = self._candidates | self._detected.keys() | self._remote.keys() | self._pins.keys()
+        rooms = self._watched() | self._pins.keys()
         return {room: RoomState(self.rates(room, now), self.local_rates(room, now), self._since.get(room), self._pins.get(room)) for room in rooms}
 
     @property
