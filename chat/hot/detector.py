@@ -18,15 +18,15 @@ so memory stays under ``2 × max_rooms`` rooms whatever the churn, and a busy ro
 one forgotten.
 
 **The cluster.** A room whose count in the current bucket reaches its *local floor* (threshold
-× ``local_floor_ratio`` × ``window_s``, any kind) is a candidate. Only candidates and rooms hot
+× ``hot_local_floor_ratio`` × ``window_s``, any kind) is a candidate. Only candidates and rooms hot
 here are exported by :meth:`candidates`; other nodes feed them to :meth:`merge_remote`, where a
-report counts for ``remote_ttl_s`` after it arrived (local clock: node skew does not matter).
+report counts for ``hot_remote_ttl_s`` after it arrived (local clock: node skew does not matter).
 A room's cluster rate is its local rate plus its unexpired remote reports. Keep
-``local_floor_ratio`` ≤ 1 / (nodes a room's traffic spreads over), or no node exports it.
+``hot_local_floor_ratio`` ≤ 1 / (nodes a room's traffic spreads over), or no node exports it.
 
 **Hot and cool.** :meth:`tick` (every ~250 ms) judges only candidates, hot rooms and reported
 rooms. A room turns hot when any cluster rate reaches its threshold; it cools once *every* rate
-has stayed below threshold × ``cool_ratio`` for ``cool_s`` (going back above the line restarts
+has stayed below threshold × ``hot_cool_ratio`` for ``hot_cool_s`` (going back above the line restarts
 the wait), so a steady rate never flaps. A pin forces a room hot or not hot whatever its rates.
 :meth:`is_hot` answers the effective state (a dict lookup); :meth:`tick`, :meth:`pin` and
 :meth:`unpin` return the :class:`Transition` when it changes. :attr:`HotDetector.thresholds`
@@ -64,14 +64,16 @@ class Thresholds:
     hot_fanout_per_s: float = 20_000.0  # deliveries/s to sockets (messages × local recipients), cluster-wide
     hot_fetch_per_s: float = 50.0  # history fetches/s of the room, cluster-wide
     hot_join_per_s: float = 20.0  # joins and subscribes/s to the room, cluster-wide
-    cool_ratio: float = 0.5  # hysteresis: cool only below threshold × this (0 < ratio < 1)
-    cool_s: float = 30.0  # … for this long without interruption
-    local_floor_ratio: float = 0.2  # a room is aggregated cluster-wide above threshold × this locally
-    remote_ttl_s: float = 3.0  # a remote node's report counts this long after it arrived
+    hot_cool_ratio: float = 0.5  # hysteresis: cool only below threshold × this (0 < ratio < 1)
+    hot_cool_s: float = 30.0  # … for this long without interruption
+    hot_local_floor_ratio: float = 0.2  # a room is aggregated cluster-wide above threshold × this locally
+    hot_remote_ttl_s: float = 3.0  # a remote node's report counts this long after it arrived
 
     def __post_init__(self) -> None:
-        if min(self.limits()) <= 0 or not 0 < self.cool_ratio < 1 or not 0 < self.local_floor_ratio <= 1 or self.cool_s < 0 or self.remote_ttl_s <= 0:
-            raise ValueError("thresholds and remote_ttl_s must be > 0, cool_ratio in (0, 1), local_floor_ratio in (0, 1], cool_s ≥ 0")
+        if min(self.limits()) <= 0 or self.hot_remote_ttl_s <= 0 or self.hot_cool_s < 0:
+            raise ValueError("thresholds and hot_remote_ttl_s must be > 0, hot_cool_s ≥ 0")
+        if not (0 < self.hot_cool_ratio < 1 and 0 < self.hot_local_floor_ratio <= 1):
+            raise ValueError("hot_cool_ratio must be in (0, 1), hot_local_floor_ratio in (0, 1]")
 
     def limits(self) -> Rates:
         """The per-kind thresholds, as a :class:`Rates`."""
@@ -157,7 +159,7 @@ class HotDetector:
     @thresholds.setter
     def thresholds(self, value: Thresholds) -> None:
         self._thresholds = value
-        self._floor_counts = [limit * value.local_floor_ratio * self._window_s for limit in value.limits()]
+        self._floor_counts = [limit * value.hot_local_floor_ratio * self._window_s for limit in value.limits()]
 
     # The per-event path
 
@@ -256,7 +258,7 @@ class HotDetector:
             if len(self._remote) >= self._max_remote_rooms:
                 return
             reports = self._remote[room] = {}
-        reports[node_id] = (rates, now + self._thresholds.remote_ttl_s)
+        reports[node_id] = (rates, now + self._thresholds.hot_remote_ttl_s)
 
     # Judging
 
@@ -269,7 +271,7 @@ class HotDetector:
         for room in [r for r, reports in self._remote.items() if not self._prune(reports, now)]:
             del self._remote[room]
         limits = self._thresholds.limits()
-        floor = [limit * self._thresholds.local_floor_ratio for limit in limits]
+        floor = [limit * self._thresholds.hot_local_floor_ratio for limit in limits]
         out: list[Transition] = []
         for room in self._watched():
             if room in self._candidates and all(r < f for r, f in zip(self.local_rates(room, now), floor, strict=True)):
@@ -293,10 +295,10 @@ class HotDetector:
                 self._detected[room] = now
                 return self._effective(room, now, "rates")
             return None
-        cool_line = self._thresholds.cool_ratio
+        cool_line = self._thresholds.hot_cool_ratio
         if all(r < limit * cool_line for r, limit in zip(rates, limits, strict=True)):
             below = self._below.setdefault(room, now)
-            if now - below >= self._thresholds.cool_s:
+            if now - below >= self._thresholds.hot_cool_s:
                 del self._detected[room], self._below[room]
                 return self._effective(room, now, "rates")
         else:

@@ -45,7 +45,7 @@ def test_a_quiet_room_is_counted_but_never_judged() -> None:
 
 
 def test_a_burst_is_hot_within_a_second_and_cools_only_after_cool_s() -> None:
-    d = HotDetector(Thresholds(hot_send_per_s=50, cool_s=10), now=0.0)
+    d = HotDetector(Thresholds(hot_send_per_s=50, hot_cool_s=10), now=0.0)
     transitions = drive(d, steady(300, 5, 15), until=40)
     assert [(t.hot, t.cause) for t in transitions] == [(True, "rates"), (False, "rates")]
     hot, cooled = transitions
@@ -56,7 +56,7 @@ def test_a_burst_is_hot_within_a_second_and_cools_only_after_cool_s() -> None:
 
 
 def test_a_return_above_the_cool_line_restarts_the_cool_down() -> None:
-    d = HotDetector(Thresholds(hot_send_per_s=50, cool_s=10), now=0.0)
+    d = HotDetector(Thresholds(hot_send_per_s=50, hot_cool_s=10), now=0.0)
     times = steady(100, 0, 5) + steady(30, 12, 14)  # 30/s is below the threshold, above the line (25)
     transitions = drive(d, times, until=40)
     assert [t.hot for t in transitions] == [True, False]
@@ -75,8 +75,8 @@ def test_each_kind_has_its_threshold() -> None:
 
 
 def test_rooms_busy_only_across_the_cluster_are_hot_on_every_node() -> None:
-    a = HotDetector(Thresholds(hot_send_per_s=50, cool_s=5), now=0.0, node_id="a")
-    b = HotDetector(Thresholds(hot_send_per_s=50, cool_s=5), now=0.0, node_id="b")
+    a = HotDetector(Thresholds(hot_send_per_s=50, hot_cool_s=5), now=0.0, node_id="a")
+    b = HotDetector(Thresholds(hot_send_per_s=50, hot_cool_s=5), now=0.0, node_id="b")
     for t in steady(30, 0, 3):  # 30/s on each node: 60/s together
         a.count(ROOM, SEND, t)
         b.count(ROOM, SEND, t)
@@ -114,7 +114,7 @@ def test_thresholds_change_at_run_time() -> None:
     assert transitions == [] and not d.is_hot(ROOM)
     d.thresholds = Thresholds(hot_send_per_s=20)
     assert [t.hot for t in drive(d, steady(30, 3, 4), start=3, until=4)] == [True]
-    for bad in ({"hot_send_per_s": 0}, {"cool_ratio": 1.0}, {"local_floor_ratio": 0}, {"cool_s": -1}):
+    for bad in ({"hot_send_per_s": 0}, {"hot_cool_ratio": 1.0}, {"hot_local_floor_ratio": 0}, {"hot_cool_s": -1}):
         with pytest.raises(ValueError):
             Thresholds(**bad)  # type: ignore[arg-type]
 
@@ -141,7 +141,7 @@ def test_idle_rooms_are_forgotten_and_the_room_count_is_capped() -> None:
 def test_a_steady_rate_never_flaps(threshold: float, ratio: float, jitter: float, phase: float) -> None:
     """Whatever the rate near the threshold, a steady stream changes state at most once."""
     rate = threshold * ratio
-    d = HotDetector(Thresholds(hot_send_per_s=threshold, cool_s=2), now=0.0)
+    d = HotDetector(Thresholds(hot_send_per_s=threshold, hot_cool_s=2), now=0.0)
     times = [phase + (i + jitter * ((i * 7919) % 3 - 1)) / rate for i in range(int(20 * rate))]
     transitions = drive(d, times, until=times[-1])
     assert len(transitions) <= 1
@@ -155,7 +155,7 @@ def test_cool_down_comes_only_after_cool_s_below_the_line(cool_s: float, after: 
     """A room below the cool line (even at a trickle, clear of the counting noise) cools no sooner
     than cool_s after the rate fell, and no later than cool_s after the estimate has let go of the
     burst (the two-bucket estimate spreads a bucket's events over it: two windows at most)."""
-    d = HotDetector(Thresholds(hot_send_per_s=50, cool_s=cool_s), now=0.0)
+    d = HotDetector(Thresholds(hot_send_per_s=50, hot_cool_s=cool_s), now=0.0)
     stop = 1 + hot_for
     trickle = steady(50 * after, stop, stop + 60) if after > 0.02 else []
     transitions = drive(d, steady(200, 1, stop) + trickle, until=stop + 60)
