@@ -71,15 +71,17 @@ class Budget:
         self._stamp = now
 
     def wait(self, now: float, cost: float) -> float:
-        """Seconds until ``cost`` tokens are there; 0.0: now. Spends nothing."""
+        """Seconds until ``cost`` tokens are there; 0.0: now. Spends nothing. A cost above the
+        burst waits for a full bucket (else it would wait forever) and then runs into debt."""
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
+        need = min(cost, self.burst)
         # The tolerance: a caller woken at exactly the time this returned finds the tokens there.
-        return 0.0 if self._tokens + 1e-9 >= cost else (cost - self._tokens) / self.rate
+        return 0.0 if self._tokens + 1e-9 >= need else (need - self._tokens) / self.rate
 
     def spend(self, cost: float) -> None:
         """Spend ``cost`` tokens (after :meth:`wait` said 0.0 at the same ``now``)."""
-        self._tokens -= cost
+        self._tokens -= cost  # may go below zero (a cost above the burst): repaid before the next
 
 
 class Lane(enum.IntEnum):

@@ -71,6 +71,15 @@ def test_busy_lanes_share_the_budget_by_weight_and_caps_hold() -> None:
     assert 2.0 < (bots.next_at(2.0) or 0) <= 2.0 + 1 / 200  # the cap's next token
 
 
+def test_an_item_costlier_than_the_burst_waits_for_a_full_bucket_not_forever() -> None:
+    lanes: Lanes[str] = Lanes(LaneConfig(budget_per_s=10, burst_s=0.1), now=0.0)  # burst 1
+    lanes.offer(Lane.INTERACTIVE, "big", 0, cost=5)
+    lanes.offer(Lane.INTERACTIVE, "next", 0)
+    assert lanes.take(0) == (Lane.INTERACTIVE, "big")  # the bucket is full: it goes, into debt
+    assert lanes.take(0.45) is None  # the debt (4) and one token: 0.5 s
+    assert lanes.take(0.5) == (Lane.INTERACTIVE, "next")
+
+
 def test_a_full_lane_refuses_up_front_and_the_others_go_on() -> None:
     lanes: Lanes[str] = Lanes(LaneConfig(budget_per_s=100, bot_queue=50), now=0.0)
     for i in range(50):
