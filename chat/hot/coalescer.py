@@ -86,9 +86,12 @@ class Coalescer:
         out = [self._close(room) for room in [r for r, batch in self._open.items() if batch.due <= now]]
         return out, min((batch.due for batch in self._open.values()), default=None)
 
-    def flush(self) -> list[Batch]:
-        """Every open batch now (the room cooled down or coalescing was switched off)."""
-        return [self._close(room) for room in list(self._open)]
+    def flush(self, room: int | None = None) -> list[Batch]:
+        """``room``'s open batch now, or every room's (None). Call it when a room cools down or
+        coalescing is switched off, *before* delivering its next message directly: else that
+        message would overtake the ones still gathered."""
+        rooms = list(self._open) if room is None else [room] if room in self._open else []
+        return [self._close(r) for r in rooms]
 
     def _close(self, room: int) -> Batch:
         messages = self._open.pop(room).messages

@@ -31,7 +31,9 @@ def test_bounds_flush_at_once_and_too_many_rooms_pass_through() -> None:
     assert c.add(1, 4, b"0123456789", 0) == [Batch(1, [4], [b"0123456789"])]  # 10 bytes
     c.add(1, 5, b"x", 0)
     assert c.add(2, 9, b"y", 0) == [Batch(2, [9], [b"y"])]  # room 1 holds the only open batch
-    assert c.flush() == [Batch(1, [5], [b"x"])] and c.due(1) == ([], None)
+    assert c.flush(2) == [] and c.flush(1) == [Batch(1, [5], [b"x"])]
+    c.add(1, 6, b"z", 0)
+    assert c.flush() == [Batch(1, [6], [b"z"])] and c.due(1) == ([], None)
     with pytest.raises(ValueError):
         CoalescerConfig(max_messages=0)
 
