@@ -83,7 +83,7 @@ class Gateway:
             await self._hub.unwatch(user, session)
         session.watching.clear()
         await self._hub.leave_user(session)
-        if session.left_cleanly:
+        if session.left_cleanly and not session.moving:
             await self._presence.disconnected(session.user, session.session_id)
 
     async def handle(self, session: Session, command: Command) -> None:

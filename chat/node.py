@@ -154,4 +154,5 @@ class Node:
         except DiscoveryError:
             return  # no other node: the client reconnects through /v1/connect after the close
         if target.node_id != self.settings.node_id:
+            session.moving = True  # its close that follows is a move: presence must not flap
             session.push(protocol.frame("reconnect", {"url": target.url, "reason": "draining"}))

@@ -126,6 +126,8 @@ class Session:
         self.delivery = Delivery(max_frames=limits.queue_frames, max_bytes=limits.queue_bytes, resync_frame=protocol.resync)
         # Users this socket asked to watch (presence_subscribe).
         self.watching: set[str] = set()
+        # Told to reconnect elsewhere (draining): its close is a move, not the device leaving.
+        self.moving = False
         # Set when we close the socket (the code sent), so the reader stops.
         self.close_code: int | None = None
         self._transport = transport
