@@ -21,6 +21,7 @@ from uvicorn.server import ServerState
 
 from chat.fds import FdReserve
 from chat.listener import MAX_HEAD_BYTES, GuardedHttpProtocol, GuardedWebSocketProtocol, http_protocol
+from chat.startup import bind_listener
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -190,3 +191,23 @@ def test_the_reserve_answers_a_waiting_connection_when_accept_fails_for_lack_of_
             assert not reserve.handle({"message": "something else", "exception": RuntimeError()})
         finally:
             reserve.close()
+
+
+async def test_connections_accepted_on_the_nodes_own_socket_get_tcp_nodelay() -> None:
+    """The node binds its socket itself (chat/startup.py): asyncio sets TCP_NODELAY only on
+    sockets whose proto is TCP, and without it every reply waited ~40 ms for a delayed ACK."""
+    sock = bind_listener("127.0.0.1", 0)
+    loop = asyncio.get_running_loop()
+    nodelay: asyncio.Future[int] = loop.create_future()
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            nodelay.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    server = await loop.create_server(Probe, sock=sock)
+    try:
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        assert await asyncio.wait_for(nodelay, 3) != 0
+        writer.close()
+    finally:
+        server.close()
