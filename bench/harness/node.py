@@ -43,6 +43,10 @@ GENEROUS_LIMITS = {
     "CHAT_USER_MAX_SOCKETS": "1000000",
     "CHAT_HANDSHAKE_PER_S": "1000000",
     "CHAT_HANDSHAKE_BURST": "1000000",
+    # Adding others to channels: one user builds every fan-out room, members by the thousand.
+    "CHAT_ADD_OTHERS_PER_MIN": "1000000",
+    "CHAT_ADD_OTHERS_BURST": "1000000",
+    "CHAT_ADDED_BY_OTHERS_PER_DAY": "1000000",
 }
 
 

@@ -100,7 +100,9 @@ class Client:
 
 async def test_rolling_restart_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     hosts = f"{services.ZOOKEEPER_HOSTS}/chat-roll-{secrets.token_hex(4)}"
-    nodes = [node(tmp_path, 41 + i, CHAT_ZOOKEEPER_HOSTS=hosts, CHAT_DRAIN_GRACE_S="3", CHAT_ZOOKEEPER_SESSION_TIMEOUT_S="4") for i in range(3)]
+    # One owner adds all 300 clients to their groups: more than the default burst of adds (200).
+    limits = {"CHAT_ADD_OTHERS_BURST": str(CLIENTS)}
+    nodes = [node(tmp_path, 41 + i, CHAT_ZOOKEEPER_HOSTS=hosts, CHAT_DRAIN_GRACE_S="3", CHAT_ZOOKEEPER_SESSION_TIMEOUT_S="4", **limits) for i in range(3)]
     for n in nodes:
         n.start(60)
     clients: list[Client] = []
