@@ -26,7 +26,10 @@ Starlette's TestClient) falls back to plain ASGI.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import struct
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -95,7 +98,15 @@ class DirectSocket(WebSocketsSansIOProtocol):
             self.transport.resume_reading()
 
     def abort(self) -> None:
-        """Drop the connection at once, whatever is buffered (for peers that stopped reading)."""
+        """Drop the connection at once, whatever is buffered (for peers that stopped reading).
+
+        asyncio's ``abort`` only closes the socket: the kernel would keep the connection (and
+        up to megabytes of unsent data) while it retries a peer that never reads. A zero
+        linger makes the close a reset, which frees both at once."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.transport.abort()
 
     # uvicorn's side
@@ -149,7 +160,7 @@ class DirectSocket(WebSocketsSansIOProtocol):
             return
         self.logger.debug("WebSocket keepalive ping timeout: aborting the connection")
         self.close_sent = True
-        self.transport.abort()
+        self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
