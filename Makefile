@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 export CHAT_PORT ?= 8000
 
-.PHONY: run test lint test-unit test-fast services services-down services-status cluster cluster-down bench browser-deps clean
+.PHONY: run test lint test-unit test-fast services services-down services-status cluster cluster-down bench test-tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ run: $(STAMP)
 	$(BIN)/chat serve
 
 ## Set up everything and run the whole suite with every service started.
-test: $(STAMP) browser-deps
+test: $(STAMP) test-tools
 	PYTHON=$(abspath $(BIN)/python) scripts/test.sh
 
 ## ruff and mypy (strict on the pure core), as `make test` runs them.
@@ -35,8 +35,8 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest -q tests/unit tests/contract -m "not cassandra and not redis and not zookeeper"
 
-browser-deps:
-	@scripts/ensure-chromium.sh
+test-tools:
+	@scripts/ensure-test-tools.sh
 
 services: $(STAMP)
 	PYTHON=$(abspath $(BIN)/python) scripts/services.sh up

@@ -71,6 +71,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return asyncio.run(migrate(settings))
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from chat import config_cli
+
+    if args.action == "set" and (args.key is None or args.value is None):
+        print("chat config set: give KEY and VALUE", file=sys.stderr)
+        return 2
+    return config_cli.run(_settings(), args.action, args.key, args.value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chat", description="Real-time chat and presence server.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     token.set_defaults(func=cmd_token)
     migrate = sub.add_parser("migrate", help="create or upgrade the Cassandra schema")
     migrate.set_defaults(func=cmd_migrate)
+    config = sub.add_parser("config", help="read or change the dynamic settings (every node sees a change within a second)")
+    config.add_argument("action", choices=["get", "set"])
+    config.add_argument("key", nargs="?")
+    config.add_argument("value", nargs="?")
+    config.set_defaults(func=cmd_config)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -35,6 +35,7 @@ from chat.http import Authenticator
 from chat.hub import Hub
 from chat.minter import IdMinter
 from chat.node import Node, NodeSettings
+from chat.ops_api import OpsApi
 from chat.ratelimit import AddGuard, KeyedLimiter
 from chat.relay.base import Relay
 from chat.service import MessageLimits, MessageService
@@ -232,6 +233,7 @@ def create_app(
             Route("/", index, methods=["GET"]),
             WebSocketRoute("/v1/ws", websocket.serve),
             *http_api.routes(),
+            *OpsApi(auth=authenticator, config=discovery.config).routes(),
             Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
         ],
         middleware=[Middleware(BrowserGuard, origins=Origins(settings.allowed_origins))],

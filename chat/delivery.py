@@ -275,6 +275,17 @@ class Delivery:
             size += len(frame)
         return frames
 
+    def drain(self, max_bytes: int) -> list[Frame]:
+        """For a writer that writes synchronously: take queued frames (as :meth:`take`) and count
+        them written at once; owed resyncs may be queued behind them."""
+        frames = self.take(max_bytes)
+        if frames:
+            self.frames -= len(frames)
+            self.bytes -= sum([len(frame) for frame in frames]) if len(frames) > 1 else len(frames[0])
+            if self.owed:
+                self._pay_resyncs()
+        return frames
+
     def written(self, frames: int, nbytes: int) -> bool:
         """The writer wrote ``frames`` frames of ``nbytes`` bytes. True if resyncs were queued."""
         self.frames -= frames

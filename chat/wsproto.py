@@ -19,14 +19,17 @@ It relies on these internals of ``uvicorn.protocols.websockets.websockets_sansio
 in pyproject.toml; ``tests/unit/test_wsproto.py`` fails if they move): the attributes
 ``transport``, ``conn``, ``scope``, ``frames``, ``curr_msg_data_type``, ``close_sent``,
 ``disconnected``, ``handshake_complete``, ``request``, ``response``, ``logger`` and the
-methods ``handle_connect``, ``send_receive_event_to_app``, ``resume_writing``,
+methods ``handle_connect``, ``send_receive_event_to_app``, ``pause_writing``, ``resume_writing``,
 ``keepalive_timeout``, ``connection_lost``, ``handle_close``, ``send``. Any other transport (another server,
 Starlette's TestClient) falls back to plain ASGI.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import struct
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -68,6 +71,8 @@ class DirectSocket(WebSocketsSansIOProtocol):
         self.queued = 0
         # The code of the client's close frame (None: none came, the connection just dropped).
         self.peer_code: int | None = None
+        # The transport's buffer is above its high-water mark (a plain flag: checked per write).
+        self.paused = False
 
     # The app's side
 
@@ -78,18 +83,9 @@ class DirectSocket(WebSocketsSansIOProtocol):
         self.request = None  # type: ignore[assignment]
         self.response = None  # type: ignore[assignment]
 
-    @property
-    def open(self) -> bool:
-        return not (self.close_sent or self.disconnected or self.transport.is_closing())
-
-    @property
-    def paused(self) -> bool:
-        """The peer is not reading: the transport's buffer is above its high-water mark."""
-        return not self.writable.is_set()
-
     def write(self, data: bytes) -> bool:
         """Write complete frames now; False if the socket is closing or gone (nothing written)."""
-        if not self.open:
+        if self.close_sent or self.disconnected:
             return False
         self.transport.write(data)
         return True
@@ -102,7 +98,15 @@ class DirectSocket(WebSocketsSansIOProtocol):
             self.transport.resume_reading()
 
     def abort(self) -> None:
-        """Drop the connection at once, whatever is buffered (for peers that stopped reading)."""
+        """Drop the connection at once, whatever is buffered (for peers that stopped reading).
+
+        asyncio's ``abort`` only closes the socket: the kernel would keep the connection (and
+        up to megabytes of unsent data) while it retries a peer that never reads. A zero
+        linger makes the close a reset, which frees both at once."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.transport.abort()
 
     # uvicorn's side
@@ -139,8 +143,13 @@ class DirectSocket(WebSocketsSansIOProtocol):
             self.peer_code = self.conn.close_rcvd.code
         super().handle_close(event)
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.paused = True
+
     def resume_writing(self) -> None:
         super().resume_writing()
+        self.paused = False
         if self.sink is not None:
             self.sink.writable()
 
@@ -151,7 +160,7 @@ class DirectSocket(WebSocketsSansIOProtocol):
             return
         self.logger.debug("WebSocket keepalive ping timeout: aborting the connection")
         self.close_sent = True
-        self.transport.abort()
+        self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)

@@ -1,6 +1,6 @@
 """The web client in a real browser: two people sign in by name and talk in a DM.
 
-Drives Debian's Chromium (``/usr/bin/chromium``, installed by ``scripts/ensure-chromium.sh``)
+Drives Debian's Chromium (``/usr/bin/chromium``, installed by ``scripts/ensure-test-tools.sh``)
 through Playwright's sync API against a real ``chat serve`` process. The node runs with an
 empty ``CHAT_JWT_SECRET`` so it generates a development secret in its data directory, which
 is what enables "sign in by name" (``POST /v1/dev/token``).
@@ -55,7 +55,7 @@ def dev_server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing (make test installs it: scripts/ensure-chromium.sh)"
+    assert os.path.exists(CHROMIUM), f"{CHROMIUM} is missing (make test installs it: scripts/ensure-test-tools.sh)"
     with sync_api.sync_playwright() as playwright:
         instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:

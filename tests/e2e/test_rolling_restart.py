@@ -162,6 +162,6 @@ def _all_messages(server: ServerProcess, user: str, channel: str) -> list[dict[s
 
 async def _until(condition: Any, timeout: float) -> None:
     async with asyncio.timeout(timeout):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - no event to await: the clients update plain fields
             await asyncio.sleep(0.2)  # polling client state the clients update as they go
 

@@ -235,3 +235,27 @@ def test_flooding_is_refused_then_closed_1008(tmp_path: object) -> None:
         with pytest.raises(WebSocketDisconnect) as closed:
             alice.recv()
         assert closed.value.code == 1008
+
+
+def test_abuse_limits_per_user_and_per_address(tmp_path: object) -> None:
+    """Issue 12 item 5: one user cannot hold unbounded sockets nor send past a per-user rate
+    spread over many sockets; one address cannot open handshakes without bound."""
+    from tests.unit.conftest import make_node
+
+    env = {"CHAT_USER_MAX_SOCKETS": "3", "CHAT_USER_SEND_PER_S": "0.1", "CHAT_USER_SEND_BURST": "4", "CHAT_HANDSHAKE_BURST": "6", "CHAT_HANDSHAKE_PER_S": "0.1"}
+    for limited in make_node(tmp_path, **env):  # type: ignore[arg-type]
+        group = limited.channel("mallory")
+        sockets = [connect(limited, "mallory") for _ in range(3)]
+        with pytest.raises(WebSocketDenialResponse) as refused:
+            connect(limited, "mallory")  # a fourth socket of the same user
+        assert refused.value.status_code == 429 and orjson.loads(refused.value.content)["error"]["code"] == "rate_limited"
+        codes = [sockets[i % 3].request("send", channel=group, text="spam", client_msg_id=f"k{i}")["op"] for i in range(6)]
+        assert codes == ["ack"] * 4 + ["error"] * 2  # four in the user's burst, over three sockets
+        refusal = sockets[0].request("send", channel=group, text="spam", client_msg_id="k-more")
+        assert refusal["code"] == "rate_limited" and refusal["retry_after_ms"] > 0
+        assert len(limited.call("GET", f"/v1/channels/{group}/messages", "mallory").json()["messages"]) == 4
+        connect(limited, "someone")  # handshake 5 from this address
+        connect(limited, "someone-else")  # 6
+        with pytest.raises(WebSocketDenialResponse) as flooded:
+            connect(limited, "yet-another")  # the address's 7th handshake in its burst of 6
+        assert flooded.value.status_code == 429
