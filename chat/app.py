@@ -87,6 +87,7 @@ def build_discovery(settings: Settings) -> Discovery:
             zookeeper_hosts=settings.zookeeper_hosts,
             session_timeout_s=settings.zookeeper_session_timeout_s,
             epsilon=settings.assign_epsilon,
+            pending_ttl_s=settings.assign_pending_ttl_s,
             # Embedded: a short reservation, so a restart after a crash waits at most ~2 s
             # for the clock to pass it (the minter waits that out instead of refusing).
             reserve_ahead_ms=10_000 if zookeeper else 2_000,

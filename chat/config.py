@@ -75,6 +75,7 @@ class Settings:
     zookeeper_hosts: str = ""  # CHAT_ZOOKEEPER_HOSTS: host:port,…[/chroot]
     zookeeper_session_timeout_s: float = 10.0  # CHAT_ZOOKEEPER_SESSION_TIMEOUT_S: how fast a dead node leaves the cluster
     assign_epsilon: float = 0.25  # CHAT_ASSIGN_EPSILON: no node is assigned over (1 + ε) × its share of the load
+    assign_pending_ttl_s: float = 5.0  # CHAT_ASSIGN_PENDING_TTL_S: a handed-out assignment counts toward its node this long (or until it connects)
 
     # Product limits
     group_max_members: int = 100  # CHAT_GROUP_MAX_MEMBERS
@@ -293,6 +294,7 @@ def _parse(read: _ReadsRecorded, *, create_dev_secret: bool, data_dir_probe: boo
         zookeeper_hosts=zookeeper_hosts,
         zookeeper_session_timeout_s=get_float("CHAT_ZOOKEEPER_SESSION_TIMEOUT_S", d.zookeeper_session_timeout_s, 2, 600),
         assign_epsilon=get_float("CHAT_ASSIGN_EPSILON", d.assign_epsilon, 0.01, 10),
+        assign_pending_ttl_s=get_float("CHAT_ASSIGN_PENDING_TTL_S", d.assign_pending_ttl_s, 0.1, 3600),
         capacity=get_int("CHAT_NODE_CAPACITY", d.capacity, 1, 10_000_000),
         group_max_members=get_int("CHAT_GROUP_MAX_MEMBERS", d.group_max_members, 2, 1_000_000),
         max_message_chars=get_int("CHAT_MAX_MESSAGE_CHARS", d.max_message_chars, 1, 1_000_000),

@@ -6,7 +6,7 @@ bytes between them and the socket, on one of two paths:
 
 * **Direct** (``chat.wsproto.DirectSocket``, the production server): frames queued during a
   turn of the event loop leave in *one* ``write`` of pre-framed bytes, from one callback shared
-  by every socket (:class:`Flusher`) — no writer task, no per-frame ASGI send, and the cost per
+  by every socket (:class:`~chat.flusher.Flusher`) — no writer task, no per-frame ASGI send, and the cost per
   delivery falls as the rate rises. A paused transport (the peer is not reading) keeps frames
   in the bounded outbox until it drains. Client frames arrive as calls; a heartbeat is answered
   on the spot, other requests go to the reader (the connection's ASGI task) in order.
@@ -28,7 +28,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from chat import protocol
 from chat.commands import Command
@@ -39,6 +39,9 @@ from chat.protocol import Frame
 from chat.ratelimit import FrameGuard
 from chat.wsproto import DirectSocket
 
+if TYPE_CHECKING:
+    from chat.flusher import Flusher
+
 log = logging.getLogger(__name__)
 
 # Before an abusive client is closed, its queued replies are written for at most this long.
@@ -48,8 +51,6 @@ CLOSE_TIMEOUT_S = 2.0
 # Most bytes put on a transport in one write: a non-reading peer's buffer grows past its
 # high-water mark by at most this much before the outbox holds the rest.
 MAX_WRITE_BYTES = 256 * 1024
-# Under load, writes to one socket are at least this far apart (see Flusher).
-FLUSH_WINDOW_S = 0.004
 
 Handler = Callable[["Session", Command], Awaitable[None]]
 #: Handles a command without awaiting, if it can (heartbeats); False: use the async handler.
@@ -82,42 +83,6 @@ class SessionLimits:
     rate_burst: int
     flood_strikes: int
     oversize_strikes: int
-
-
-class Flusher:
-    """Writes every direct session that was given frames, in one ``write`` each, shared by all.
-
-    Fan-out only queues; the writes happen here, after the loop turn's callbacks, so every frame a
-    socket got in that turn leaves in one write. Under load it also waits: a run that follows the
-    previous one within ``window_s`` is held until the window has passed, so a busy room's
-    messages of a few milliseconds share one write per socket — the cost per delivery falls as
-    the rate rises, and no frame waits more than ``window_s``. An idle node writes at once.
-    """
-
-    def __init__(self, *, window_s: float = FLUSH_WINDOW_S) -> None:
-        self._dirty: list[Session] = []
-        self._scheduled = False
-        self._window_s = window_s
-        self._last_run = float("-inf")
-
-    def mark(self, session: Session) -> None:
-        self._dirty.append(session)
-        if not self._scheduled:
-            self._scheduled = True
-            loop = asyncio.get_running_loop()
-            wait_s = self._last_run + self._window_s - loop.time()
-            if wait_s > 0:
-                loop.call_later(wait_s, self._run)
-            else:
-                loop.call_soon(self._run)
-
-    def _run(self) -> None:
-        self._scheduled = False
-        dirty, self._dirty = self._dirty, []
-        if len(dirty) > 1:
-            self._last_run = asyncio.get_running_loop().time()
-        for session in dirty:
-            session.write_now()
 
 
 class Session:

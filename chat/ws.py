@@ -8,11 +8,12 @@ import time
 from starlette.websockets import WebSocket
 
 from chat.errors import ChatError, RateLimited, Unavailable
+from chat.flusher import Flusher
 from chat.handlers import Gateway
 from chat.http import Authenticator, deny_websocket
 from chat.node import Node
 from chat.ratelimit import KeyedLimiter
-from chat.session import Flusher, Session, SessionLimits
+from chat.session import Session, SessionLimits
 from chat.wsproto import direct_socket
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,9 @@ def zk_node(tmp: Path, index: int, hosts: str, session_s: float = SESSION_S, **e
 def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServerProcess]]:
     tmp = tmp_path_factory.mktemp("discovery")
     hosts = f"{services.ZOOKEEPER_HOSTS}/chat-test-{secrets.token_hex(4)}"
-    nodes = [zk_node(tmp, 21 + i, hosts).start(60) for i in range(3)]
+    # Hand-outs count for a minute: longer than the 3,000-user loop, so no node's count drops
+    # in the middle of it while another's has not yet (that would be timing, not assignment).
+    nodes = [zk_node(tmp, 21 + i, hosts, CHAT_ASSIGN_PENDING_TTL_S="60").start(60) for i in range(3)]
     yield nodes
     for n in nodes:
         n.kill()
