@@ -171,7 +171,8 @@ const state = {
   selected: null,
   conn: null, // Connection
   pollTimer: null,
-  readMarks: {}, // channel → newest message ID known read (persisted per user)
+  readMarks: {}, // channel → newest message ID read, on any device (the server's `last_read`)
+  presence: new Map(), // user → {status, last_seen}: DM partners and members of our channels
 };
 
 function makeChannel(wire) {
@@ -205,26 +206,54 @@ function displayName(ch) {
   return ch.name;
 }
 
-function readMarksKey() {
-  return `chat.read.${state.me}`;
-}
-function loadReadMarks() {
-  try {
-    state.readMarks = JSON.parse(localStorage.getItem(readMarksKey()) || "{}") || {};
-  } catch {
-    state.readMarks = {};
-  }
-}
+// Read positions are the server's: `last_read` in the channel list, `read` frames from our
+// other devices, and our own reads (sent as `read`). Nothing is kept in this browser, so every
+// device and every reload shows the same badges.
 function setReadMark(channelId, messageId) {
+  if (!messageId) return false;
   const current = state.readMarks[channelId];
   if (current && idCmp(current, messageId) >= 0) return false;
   state.readMarks[channelId] = messageId;
-  try {
-    localStorage.setItem(readMarksKey(), JSON.stringify(state.readMarks));
-  } catch {
-    /* private mode: unread counts just do not persist */
-  }
   return true;
+}
+
+// Presence: a dot and "last seen …" for DM partners and members.
+function presenceOf(user) {
+  return state.presence.get(user) || null;
+}
+function presenceLabel(user) {
+  const p = presenceOf(user);
+  if (!p) return "";
+  if (p.status === "online") return "Online";
+  return p.last_seen ? `Last seen ${agoLabel(p.last_seen)}` : "Offline";
+}
+function agoLabel(ms) {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return "just now";
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return new Date(ms).toLocaleDateString();
+}
+function presenceDot(user) {
+  const p = presenceOf(user);
+  const status = p ? p.status : "unknown";
+  return el("span", { class: `presence-dot ${status}`, "data-testid": "presence-dot", "data-status": status, title: presenceLabel(user) || status });
+}
+function setPresence(user, status, lastSeen) {
+  state.presence.set(user, { status, last_seen: lastSeen ?? null });
+}
+function watchedUsers() {
+  const users = new Set();
+  for (const ch of state.channels.values()) for (const u of ch.members || (ch.kind === "dm" ? ch.name.split(", ") : [])) users.add(u);
+  users.delete(state.me);
+  return [...users];
+}
+// Ask for everyone we show (after hello and when channels change): pushes keep it current.
+function queryPresence() {
+  const conn = state.conn;
+  if (!conn || !conn.open) return;
+  const users = watchedUsers().filter((u) => !state.presence.has(u));
+  for (let i = 0; i < users.length; i += 1000) conn.send({ op: "presence", id: `pres${++conn.seq}`, users: users.slice(i, i + 1000) });
 }
 
 function unreadCount(ch) {
@@ -476,7 +505,12 @@ class Connection {
         if (this.ws) this.ws.close(1000, "reconnect");
         break;
       case "heartbeat_ack":
+        break;
       case "presence":
+        if (frame.user) setPresence(frame.user, frame.status, frame.last_seen); // a pushed transition
+        else for (const [user, p] of Object.entries(frame.users || {})) setPresence(user, p.status, p.last_seen);
+        renderSidebar();
+        if (state.selected) renderHeader(state.channels.get(state.selected));
         break;
       case "error":
         onErrorFrame(frame);
@@ -492,7 +526,6 @@ class Connection {
     this.attempt = 0;
     if (frame.user && frame.user !== state.me) {
       state.me = frame.user;
-      loadReadMarks();
       renderMe();
     }
     this.heartbeatMs = Math.max(1000, Number(frame.heartbeat_interval_ms) || 5000);
@@ -561,6 +594,7 @@ function upsertChannel(wire) {
     if (wire.members) ch.members = wire.members;
     if (wire.member_count != null) ch.member_count = wire.member_count;
   }
+  if (wire.last_read) setReadMark(ch.id, wire.last_read);
   return ch;
 }
 
@@ -572,6 +606,7 @@ function afterChannelsChanged() {
     const needing = [...state.channels.values()].filter((c) => !c.loaded && !c.loading);
     needing.sort((a, b) => (a.id === state.selected ? -1 : b.id === state.selected ? 1 : idCmp(b.id, a.id)));
     needing.slice(0, PREFETCH_CHANNELS).forEach((c) => loadNewest(c));
+    queryPresence();
   }
   if (state.selected && !state.channels.has(state.selected)) selectChannel(null);
   if (!state.selected) {
@@ -873,12 +908,13 @@ const sidebarCache = new Map(); // channel id → {sig, node}
 
 function channelSignature(ch, unread) {
   const last = ch.order.length ? ch.msgs.get(ch.order[ch.order.length - 1]) : null;
-  return JSON.stringify([displayName(ch), ch.id === state.selected, unread, last?.id, last?.text, [...ch.typing.keys()][0] || ""]);
+  const partner = ch.kind === "dm" ? presenceOf(displayName(ch)) : null;
+  return JSON.stringify([displayName(ch), ch.id === state.selected, unread, last?.id, last?.text, [...ch.typing.keys()][0] || "", partner?.status, partner?.last_seen]);
 }
 
 function channelItem(ch, unread) {
   const name = displayName(ch);
-  const icon = ch.kind === "dm" ? avatar(name, "avatar small") : el("span", { class: `kind-icon ${ch.kind}`, "aria-hidden": "true", text: ch.kind === "room" ? "#" : "" });
+  const icon = ch.kind === "dm" ? el("span", { class: "avatar-wrap" }, avatar(name, "avatar small"), presenceDot(name)) : el("span", { class: `kind-icon ${ch.kind}`, "aria-hidden": "true", text: ch.kind === "room" ? "#" : "" });
   if (ch.kind === "group") icon.style.setProperty("--hue", userHue(ch.name));
   const last = ch.order.length ? ch.msgs.get(ch.order[ch.order.length - 1]) : null;
   let preview = "";
@@ -1067,15 +1103,23 @@ async function selectChannel(id) {
 
 function renderHeader(ch) {
   $("channel-title").textContent = (ch.kind === "room" ? "# " : "") + displayName(ch);
-  let subtitle;
-  if (ch.kind === "dm") subtitle = "Direct message";
-  else {
+  const subtitleNode = $("channel-subtitle");
+  subtitleNode.replaceChildren();
+  if (ch.kind === "dm") {
+    const partner = displayName(ch);
+    subtitleNode.append(presenceDot(partner), el("span", { "data-testid": "presence-label", text: presenceLabel(partner) || "Direct message" }));
+  } else {
     const count = ch.member_count ?? ch.members?.length;
     const kind = ch.kind === "room" ? "Room" : "Group";
-    subtitle = count ? `${kind} · ${count} member${count === 1 ? "" : "s"}` : kind;
-    if (ch.members && ch.members.length <= 8) subtitle += ` · ${ch.members.join(", ")}`;
+    subtitleNode.append(count ? `${kind} · ${count} member${count === 1 ? "" : "s"}` : kind);
+    if (ch.members && ch.members.length <= 8) {
+      subtitleNode.append(" · ");
+      ch.members.forEach((m, i) => {
+        if (i) subtitleNode.append(", ");
+        subtitleNode.append(el("span", { class: "member", title: presenceLabel(m) }, m === state.me ? "" : presenceDot(m), m));
+      });
+    }
   }
-  $("channel-subtitle").textContent = subtitle;
   $("add-member-button").hidden = ch.kind === "dm";
   $("leave-button").hidden = ch.kind === "dm";
   $("copy-id-button").hidden = ch.kind !== "room";
@@ -1207,7 +1251,8 @@ async function signIn(token) {
 function start(token) {
   state.token = token;
   state.me = jwtSubject(token);
-  loadReadMarks();
+  state.readMarks = {};
+  state.presence.clear();
   renderMe();
   $("login-view").hidden = true;
   $("app-view").hidden = false;

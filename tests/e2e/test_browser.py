@@ -228,3 +228,45 @@ def test_a_busy_workspace_renders_and_photographs(dev_server: ServerProcess, bro
     assert screenshot.stat().st_size > 20_000  # a rendered page, not a blank one
     bob.context.close()
     context.close()
+
+
+def test_presence_dots_and_unread_badges_follow_the_server(dev_server: ServerProcess, browser) -> None:
+    """Issue 8: two people see each other's dot turn online and offline; a second device of the
+    same user shows the same unread badges as the first (read positions come from the server)."""
+    alice = Person(browser, dev_server.http_url, "alice")
+    alice.sign_in()
+    alice.page.get_by_test_id("new-button").click()
+    alice.page.get_by_test_id("dm-user").fill("bob")
+    alice.page.get_by_test_id("dialog-submit").click()
+    expect(alice.page.get_by_test_id("channel-title")).to_have_text("bob", timeout=LOCAL_TIMEOUT_MS)
+    dot = alice.channel("bob").get_by_test_id("presence-dot")
+    expect(dot).to_have_attribute("data-status", "offline", timeout=REMOTE_TIMEOUT_MS)
+
+    bob = Person(browser, dev_server.http_url, "bob")
+    bob.sign_in()
+    expect(dot).to_have_attribute("data-status", "online", timeout=REMOTE_TIMEOUT_MS)
+    expect(alice.page.get_by_test_id("presence-label")).to_have_text("Online", timeout=REMOTE_TIMEOUT_MS)
+    expect(bob.channel("alice").get_by_test_id("presence-dot")).to_have_attribute("data-status", "online", timeout=REMOTE_TIMEOUT_MS)
+
+    # Three messages from alice; bob reads them on his laptop (the DM open and scrolled down).
+    for i in range(3):
+        alice.send(f"note {i}")
+    bob.channel("alice").click()
+    expect(bob.messages()).to_have_count(3, timeout=REMOTE_TIMEOUT_MS)
+    # Bob's phone, a fresh browser context: no badge for what the laptop already read.
+    phone = Person(browser, dev_server.http_url, "bob")
+    phone.sign_in()
+    expect(phone.channel("alice")).to_be_visible(timeout=REMOTE_TIMEOUT_MS)
+    expect(phone.channel("alice").get_by_test_id("unread-badge")).to_have_count(0, timeout=REMOTE_TIMEOUT_MS)
+    # The laptop goes away; a new message is unread on the phone until the phone opens it.
+    bob.context.close()
+    alice.send("one more")
+    expect(phone.channel("alice").get_by_test_id("unread-badge")).to_have_text("1", timeout=REMOTE_TIMEOUT_MS)
+    phone.channel("alice").click()
+    expect(phone.channel("alice").get_by_test_id("unread-badge")).to_have_count(0, timeout=LOCAL_TIMEOUT_MS)
+
+    # Bob closes his last tab: alice sees him go offline with a "last seen".
+    phone.context.close()
+    expect(dot).to_have_attribute("data-status", "offline", timeout=REMOTE_TIMEOUT_MS)
+    expect(alice.page.get_by_test_id("presence-label")).to_contain_text("Last seen", timeout=REMOTE_TIMEOUT_MS)
+    assert alice.errors == []
