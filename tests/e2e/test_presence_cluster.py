@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
 import time
 from collections.abc import Iterator
 
@@ -95,3 +96,40 @@ async def test_an_abrupt_drop_goes_offline_after_the_timeout_and_a_short_one_doe
         finally:
             stop.set()
             beating.cancel()
+
+
+@pytest.mark.zookeeper
+async def test_the_sweeper_moves_when_its_leader_dies(tmp_path: Path) -> None:
+    """One sweeper per cluster, elected through ZooKeeper: kill the node that leads (the first
+    started) and presence keeps expiring devices — a user who drops off is offline within the
+    timeout plus the session timeout (the election's takeover) and a sweep."""
+    from tests.support import services
+
+    hosts = f"{services.ZOOKEEPER_HOSTS}/chat-sweep-{secrets.token_hex(4)}"
+    zk = {"CHAT_ZOOKEEPER_HOSTS": hosts, "CHAT_ZOOKEEPER_SESSION_TIMEOUT_S": "4", **PRESENCE}
+    # Presence of its own (Redis database 3): the module's other nodes run without ZooKeeper,
+    # so each of them sweeps the shared database — as it should, but not in this test.
+    redis = services.REDIS_URL.rsplit("/", 1)[0] + "/3" if services.REDIS_URL.count("/") > 2 else services.REDIS_URL + "/3"
+    leader = node(tmp_path, 51, redis_url=redis, **zk).start(60)
+    other = node(tmp_path, 52, redis_url=redis, **zk).start(60)
+    try:
+        alice, bob = uid("alice"), uid("bob")
+        dm = make_channel(other, alice, "dm", [bob])
+        async with await WsClient.connect(other.ws_url, other.token(bob)) as watcher:
+            await watcher.request("subscribe", "subscribed", channels=[dm])
+            user = await WsClient.connect(other.ws_url, other.token(alice))
+            await watcher.expect("presence", timeout=5, user=alice, status="online")
+            assert leader.proc is not None
+            leader.proc.send_signal(signal.SIGSTOP)  # the sweeper freezes; its session runs out in 4 s
+            user.conn.transport.abort()  # alice drops off without a close
+            # Only the (frozen) leader sweeps: nothing expires her while its session lives...
+            quiet = await watcher.drain_nothing(TIMEOUT_S + 1.5)
+            assert [f for f in quiet if f.get("op") == "presence" and f.get("status") == "offline"] == []
+            # ...then the other node wins the election and expires her.
+            offline = await watcher.expect("presence", timeout=4 + 10, user=alice, status="offline")
+            assert isinstance(offline["last_seen"], int)
+    finally:
+        if leader.proc is not None and leader.proc.poll() is None:
+            leader.proc.send_signal(signal.SIGCONT)
+        leader.kill()
+        other.kill()
