@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 export CHAT_PORT ?= 8000
 
-.PHONY: run test lint test-unit test-fast services services-down services-status cluster cluster-down bench test-tools clean
+.PHONY: run test lint test-unit test-fast services services-down services-status cluster cluster-down bench test-tools image clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ cluster-down:
 ## Every figure of BENCHMARKS.md (starts Redis and Cassandra when they are not up); BENCH_ARGS=--quick: a smoke run.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all $(BENCH_ARGS)
+
+## The container image (Dockerfile) with podman, buildah or docker, whichever builds here;
+## IMAGE=registry/chat-server:TAG to name it, PUSH=1 to push it too.
+IMAGE ?= chat-server:dev
+image:
+	PUSH=$(PUSH) scripts/image.sh $(IMAGE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .chat-data
