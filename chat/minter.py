@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from chat.errors import Unavailable
-from chat.ids import EPOCH_MS, TIMESTAMP_SHIFT, ClockBehind, SnowflakeGenerator, gave_up, wall_clock_ms
+from chat.ids import EPOCH_MS, TIMESTAMP_SHIFT, ClockBehind, SnowflakeGenerator, gave_up, wall_clock_ms, worker_of
 from discovery.lease.mint import MintAt, MintDecision, Wait
 
 
@@ -56,6 +56,8 @@ class IdMinter:
         # Past this the wait is not a hiccup: refuse, and let an operator look (NTP, ZooKeeper).
         self.max_wait_ms = max_wait_ms
         self._generator: SnowflakeGenerator | None = None
+        # IDs above this, of the generator's worker, were minted by this process.
+        self._first_bound = 0
 
     async def mint(self) -> int:
         """A new ID; :class:`~chat.errors.Unavailable` (with ``retry_after_ms``) if none may be minted now."""
@@ -83,7 +85,13 @@ class IdMinter:
             raise Unavailable("this node holds no worker ID right now", retry_after_ms=1000)
         if generator is None or generator.worker_id != worker_id:
             generator = self._generator = SnowflakeGenerator(worker_id, floor_ms=self._permit.floor_ms)
+            self._first_bound = generator.bound
         return generator
+
+    def minted_here(self, message_id: int) -> bool:
+        """Whether this process minted ``message_id`` (with its current generator)."""
+        generator = self._generator
+        return generator is not None and worker_of(message_id) == generator.worker_id and message_id > self._first_bound
 
     @property
     def bound(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import socket
 import sys
@@ -115,6 +116,7 @@ def run(app: Starlette, settings: Settings, *, log_level: str = "info") -> int:
 
     Raises :class:`StartupError` (one line, an exit code of its own) when the node cannot start.
     """
+    raise_fd_limit()
     listener = bind_listener(settings.host, settings.port)
     reporter = StartupReporter(app)
     config = uvicorn_config(reporter, settings, log_level=log_level)
@@ -133,6 +135,17 @@ def run(app: Starlette, settings: Settings, *, log_level: str = "info") -> int:
     if not server.started:
         raise StartupError(ExitCode.FAILED, "the node did not start (the log above says why)")
     return ExitCode.OK
+
+
+def raise_fd_limit() -> None:
+    """Every socket is a file descriptor: take the soft limit up to the hard one (a container
+    runtime's default soft limit, often 1,024, would otherwise cap a node's connections)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, hard, exc)
 
 
 class StartupReporter:

@@ -131,7 +131,13 @@ class MessageService:
             message = Message(message_id, channel, principal.user, command.text, timestamp_ms(message_id), command.client_msg_id)
             stored, created = await self._store.insert_message(message)
             if not created:
-                return stored, False  # a retry: the original was published when it was stored
+                # A retry. If this process minted the original, it published it (or announced a
+                # gap). If another node — or this one before a restart — did, it may have died
+                # between storing and publishing: announce a gap (the channel's sockets resync
+                # from the store), so nothing acked stays missed live.
+                if not self._minter.minted_here(stored.id):
+                    self._gaps.missed(channel)
+                return stored, False
             self._sequencer.ready(slot, _relay_payload(stored))
             confirmed = await self._sequencer.handed(slot, self._limits.store_timeout_s)
             if confirmed is not None:

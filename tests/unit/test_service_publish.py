@@ -190,3 +190,25 @@ async def test_a_confirmation_that_fails_is_announced_as_a_gap(store: SqliteMess
     env = events.unpack(relay.published[1][1])
     assert (env.kind, env.channel) == (events.GAP, ch)
     await service.close()
+
+
+async def test_a_retry_of_a_message_another_node_minted_announces_a_gap(store: SqliteMessageStore) -> None:
+    """The node that stored the original may have died before publishing it: the retry, answered
+    from the store on another node, tells the channel's sockets to resync. A retry of our own
+    message (we published it) announces nothing."""
+    relay = RecordingRelay()
+    service, ch = await service_with(store, relay)
+    ours, _ = await service.send(ALICE, send(ch, "mine", "k-ours"))
+    await service.send(ALICE, send(ch, "mine", "k-ours"))
+    assert [events.unpack(p).kind for _, p in relay.published] == [events.MESSAGE]
+    # A message stored by another node (worker 9) that never published it.
+    from chat.models import Message
+
+    foreign_id = ((ours.id >> 22) << 22) | (9 << 12)  # the same millisecond, worker 9
+    await store.insert_message(Message(foreign_id, ch, "alice", "orphan", 0, "k-orphan"))
+    again, created = await service.send(ALICE, send(ch, "orphan", "k-orphan"))
+    assert not created and again.id == foreign_id
+    await relay.until(2)
+    env = events.unpack(relay.published[1][1])
+    assert (env.kind, env.channel) == (events.GAP, ch)
+    await service.close()
