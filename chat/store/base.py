@@ -15,6 +15,7 @@ Contract every adapter keeps (``tests/contract/test_message_store.py`` checks it
 * A backend failure or timeout raises :class:`chat.errors.Unavailable`; driver
   exceptions never escape the adapter. A write that raised may or may not have
   been stored; retrying it with the same IDs is safe (idempotent).
+* The notification outbox (``outbox_*``) keeps the contract of :mod:`chat.store.outbox`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from chat.models import Channel, Message, Page
+from chat.store.outbox import NotificationOutbox
 
 
 class AddResult(StrEnum):
@@ -32,7 +34,7 @@ class AddResult(StrEnum):
     NO_CHANNEL = "no_channel"
 
 
-class MessageStore(Protocol):
+class MessageStore(NotificationOutbox, Protocol):
     """Durable storage for the message path. All methods are coroutines safe to call on the loop."""
 
     async def open(self) -> None:

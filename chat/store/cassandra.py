@@ -10,6 +10,7 @@ Schema (versioned CQL in ``chat/store/migrations/``, applied by :mod:`chat.store
     channel_buckets     ((channel_id), bucket DESC)         the channel's non-empty buckets
     message_keys        ((channel_id, sender, client_msg_id))  LWT claim: idempotency, holds the message
     read_positions      ((user_id), channel_id)             written USING TIMESTAMP = message ID
+    notify_outbox       ((shard), due_ms, notification_id)  offline notifications (cassandra_outbox.py)
 
 Decisions:
 
@@ -64,11 +65,12 @@ from typing import TYPE_CHECKING, Any
 from chat.config import KEYSPACE_NAME
 from chat.ids import MAX_ID, TIMESTAMP_SHIFT, timestamp_ms, wall_clock_ms
 from chat.models import Channel, ChannelKind, Message, Page
-from chat.store import cassandra_cql
+from chat.store import cassandra_cql, cassandra_outbox
 from chat.store.base import AddResult
 from chat.store.cassandra_client import CassandraClient, Row
 from chat.store.cassandra_schema import apply_migrations
 from chat.store.locks import KeyedLocks
+from chat.store.outbox import Notification, OutboxItem
 
 if TYPE_CHECKING:
     from chat.config import Settings
@@ -122,6 +124,8 @@ class CassandraMessageStore:
         self._known_buckets: OrderedDict[tuple[int, int], None] = OrderedDict()
         # Serialises count-then-insert of limited adds per channel on this node.
         self._member_locks = KeyedLocks()
+        # The notification outbox's requests, on the same client.
+        self._outbox = cassandra_outbox.CassandraOutbox(self._client)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CassandraMessageStore:
@@ -145,6 +149,7 @@ class CassandraMessageStore:
                 if names:
                     log.info("cassandra keyspace %s: applied %s", self.keyspace, ", ".join(names))
             await self._client.prepare(cassandra_cql.for_keyspace(self.keyspace))
+            await self._client.prepare(cassandra_outbox.statements(self.keyspace))
         except BaseException:
             await self.close()
             raise
@@ -363,4 +368,16 @@ class CassandraMessageStore:
         rows = await self._execute("get_read", (user, channel_id))
         return int(rows[0]["message_id"]) if rows else None
 
+    # Notification outbox (chat/store/outbox.py; the CQL is chat/store/cassandra_outbox.py)
 
+    async def outbox_put(self, notifications: Sequence[Notification]) -> None:
+        await self._outbox.put(notifications)
+
+    async def outbox_claim(self, now_ms: int, *, limit: int, lease_ms: int, oldest_ms: int) -> list[OutboxItem]:
+        return await self._outbox.claim(now_ms, limit=limit, lease_ms=lease_ms, oldest_ms=oldest_ms)
+
+    async def outbox_reschedule(self, item: OutboxItem, due_ms: int) -> None:
+        await self._outbox.reschedule(item, due_ms)
+
+    async def outbox_delete(self, item: OutboxItem) -> None:
+        await self._outbox.delete(item)

@@ -23,7 +23,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +31,9 @@ from typing import Any, TypeVar
 from chat.errors import Unavailable
 from chat.ids import MAX_ID, timestamp_ms, wall_clock_ms
 from chat.models import Channel, ChannelKind, Message, Page
+from chat.store import sqlite_outbox
 from chat.store.base import AddResult
+from chat.store.outbox import Notification, OutboxItem
 from chat.store.sqlite_file import FULL, NotWritable, connect, open_fallback_reader, open_writer, storage_error
 from chat.store.sqlite_writer import GroupCommitWriter
 
@@ -355,4 +357,17 @@ class SqliteMessageStore:
         row = await self._read(lambda c: c.execute("SELECT message_id FROM read_state WHERE user_id = ? AND channel_id = ?", (user, channel_id)).fetchone())
         return int(row[0]) if row else None
 
+    # Notification outbox (chat/store/outbox.py; the SQL is chat/store/sqlite_outbox.py)
 
+    async def outbox_put(self, notifications: Sequence[Notification]) -> None:
+        if notifications:
+            await self._write(lambda c: sqlite_outbox.put(c, notifications))
+
+    async def outbox_claim(self, now_ms: int, *, limit: int, lease_ms: int, oldest_ms: int) -> list[OutboxItem]:
+        return await self._write(lambda c: sqlite_outbox.claim(c, now_ms, limit, lease_ms, oldest_ms))
+
+    async def outbox_reschedule(self, item: OutboxItem, due_ms: int) -> None:
+        await self._write(lambda c: sqlite_outbox.reschedule(c, item, due_ms))
+
+    async def outbox_delete(self, item: OutboxItem) -> None:
+        await self._write(lambda c: sqlite_outbox.delete(c, item))

@@ -24,13 +24,14 @@ import sqlite3
 from pathlib import Path
 
 from chat.errors import Unavailable
+from chat.store.sqlite_outbox import OUTBOX_SCHEMA
 
 log = logging.getLogger(__name__)
 
 # What a write refused because the file cannot be written says to clients.
 FULL = "message storage is full or read-only"
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the notification outbox
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS channels (
     id          INTEGER PRIMARY KEY,
@@ -63,6 +64,8 @@ CREATE TABLE IF NOT EXISTS read_state (
     PRIMARY KEY (user_id, channel_id)
 ) WITHOUT ROWID;
 """
+# Every statement is IF NOT EXISTS: a version-1 file gets only what was added since.
+SCHEMA += OUTBOX_SCHEMA
 
 BUSY_TIMEOUT_MS = 5000  # how long a connection waits for another's lock before SQLITE_BUSY
 
