@@ -35,6 +35,8 @@ from chat.http import Authenticator
 from chat.hub import Hub
 from chat.minter import IdMinter
 from chat.node import Node, NodeSettings
+from chat.notify.notifier import ELECTION as NOTIFIER_ELECTION
+from chat.notify.notifier import build_notifier
 from chat.ops_api import OpsApi
 from chat.ratelimit import AddGuard, KeyedLimiter
 from chat.relay.base import Relay
@@ -148,6 +150,7 @@ def create_app(
     minter = IdMinter(discovery.lease, max_wait_ms=3000)
     access = Access(store)
     hub = Hub(relay)
+    notifier = build_notifier(settings, store=store, presence=presence)  # None: no webhook, nothing enqueued
     messages = MessageService(
         store=store,
         relay=relay,
@@ -159,6 +162,7 @@ def create_app(
             user_send_per_s=settings.user_send_per_s,
             user_send_burst=settings.user_send_burst,
         ),
+        on_stored=notifier.offer if notifier is not None else None,
     )
     adds = AddGuard(
         per_adder_rate=settings.add_others_per_min / 60,
@@ -222,6 +226,9 @@ def create_app(
             sweeper.append(await discovery.election("presence-sweeper"))
             await presence.start()
             stack.push_async_callback(presence.close)  # after the sockets: their last events are written
+            if notifier is not None:
+                await notifier.start(await discovery.election(NOTIFIER_ELECTION))
+                stack.push_async_callback(notifier.close)  # after the sockets, before presence and the store
             stack.push_async_callback(node.drain)  # runs first on the way out
             log.info("node %s ready at %s (store=%s relay=%s)", settings.node_id, settings.ws_url, type(store).__name__, type(relay).__name__)
             yield

@@ -104,6 +104,13 @@ class Settings:
     presence_timeout_s: float = 30.0  # CHAT_PRESENCE_TIMEOUT_S: a device without a heartbeat this long is offline (≥ 2 heartbeats)
     presence_fanout_max: int = 100  # CHAT_PRESENCE_FANOUT_MAX: channels with more members get no presence pushes
 
+    # Offline notifications (chat/notify): none are enqueued while the URL is unset
+    push_webhook_url: str = field(default="", repr=False)  # CHAT_PUSH_WEBHOOK_URL: http(s) URL notifications are POSTed to (may hold a token)
+    push_webhook_secret: str = field(default="", repr=False)  # CHAT_PUSH_WEBHOOK_SECRET: HMAC-SHA256 key (≥ 32 chars), required with the URL
+    push_max_attempts: int = 15  # CHAT_PUSH_MAX_ATTEMPTS: POSTs per notification before it is given up (1–100)
+    push_max_age_s: float = 3600.0  # CHAT_PUSH_MAX_AGE_S: a notification this long after its message is given up (60 s – 7 days)
+    push_timeout_s: float = 5.0  # CHAT_PUSH_TIMEOUT_S: one webhook POST, connect to response (0.1–60)
+
     # Timeouts
     handshake_timeout_s: float = 10.0  # CHAT_HANDSHAKE_TIMEOUT_S: connect → complete request headers (HTTP or WebSocket upgrade)
     ping_interval_s: float = 20.0  # CHAT_PING_INTERVAL_S: server WebSocket pings
@@ -114,6 +121,11 @@ class Settings:
     @property
     def embedded_store(self) -> bool:
         return not self.cassandra_hosts
+
+    @property
+    def push_enabled(self) -> bool:
+        """Offline notifications are enqueued and delivered only with a webhook configured."""
+        return bool(self.push_webhook_url)
 
     @property
     def max_frame_bytes(self) -> int:
@@ -261,6 +273,20 @@ def _parse(read: _ReadsRecorded, *, create_dev_secret: bool, data_dir_probe: boo
             parse_hosts(zookeeper_hosts)
         except ValueError as exc:
             problems.append(f"CHAT_ZOOKEEPER_HOSTS: {exc}")
+    push_url = read.get("CHAT_PUSH_WEBHOOK_URL", "").strip()
+    push_secret = read.get("CHAT_PUSH_WEBHOOK_SECRET", "")
+    if push_url:
+        try:
+            parts = urlsplit(push_url)
+            usable = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port is None or parts.port > 0)
+        except ValueError:  # a malformed host or port
+            usable = False
+        if not usable:
+            problems.append("CHAT_PUSH_WEBHOOK_URL: must be an http:// or https:// URL with a host")
+        if not push_secret:
+            problems.append("CHAT_PUSH_WEBHOOK_SECRET is required when CHAT_PUSH_WEBHOOK_URL is set (every notification is signed with it)")
+        elif len(push_secret) < 32:
+            problems.append("CHAT_PUSH_WEBHOOK_SECRET: must be at least 32 characters (use `openssl rand -hex 32`)")
     redis_url = read.get("CHAT_REDIS_URL", "").strip()
     if redis_url and not re.match(r"^(redis|rediss|unix)://", redis_url):
         problems.append("CHAT_REDIS_URL: must start with redis://, rediss:// or unix://")
@@ -317,6 +343,11 @@ def _parse(read: _ReadsRecorded, *, create_dev_secret: bool, data_dir_probe: boo
         presence_heartbeat_s=get_float("CHAT_PRESENCE_HEARTBEAT_S", d.presence_heartbeat_s, 0.1, 3600),
         presence_timeout_s=get_float("CHAT_PRESENCE_TIMEOUT_S", d.presence_timeout_s, 0.2, 86_400),
         presence_fanout_max=get_int("CHAT_PRESENCE_FANOUT_MAX", d.presence_fanout_max, 0, 100_000),
+        push_webhook_url=push_url,
+        push_webhook_secret=push_secret,
+        push_max_attempts=get_int("CHAT_PUSH_MAX_ATTEMPTS", d.push_max_attempts, 1, 100),
+        push_max_age_s=get_float("CHAT_PUSH_MAX_AGE_S", d.push_max_age_s, 60, 7 * 86_400),
+        push_timeout_s=get_float("CHAT_PUSH_TIMEOUT_S", d.push_timeout_s, 0.1, 60),
         handshake_timeout_s=get_float("CHAT_HANDSHAKE_TIMEOUT_S", d.handshake_timeout_s, 0.1, 600),
         ping_interval_s=get_float("CHAT_PING_INTERVAL_S", d.ping_interval_s, 0.05, 3600),
         ping_timeout_s=get_float("CHAT_PING_TIMEOUT_S", d.ping_timeout_s, 0.05, 3600),

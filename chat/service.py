@@ -91,6 +91,7 @@ class MessageService:
         access: Access,
         limits: MessageLimits,
         clock: Callable[[], float] = time.monotonic,
+        on_stored: Callable[[Message], None] | None = None,
     ) -> None:
         self._store = store
         self._relay = relay
@@ -103,6 +104,8 @@ class MessageService:
         # Hands each channel's messages to the relay in ID order as their stores complete.
         self._sequencer = Sequencer(self._hand_off)
         self._gaps = GapAnnouncer(relay)
+        # Told of each newly stored message (offline notifications); must return at once.
+        self._on_stored = on_stored
 
     async def close(self) -> None:
         await self._gaps.close()
@@ -139,6 +142,8 @@ class MessageService:
                     self._gaps.missed(channel)
                 return stored, False
             self._sequencer.ready(slot, _relay_payload(stored))
+            if self._on_stored is not None:
+                self._on_stored(stored)  # O(1): queued for chat.notify, never awaited here
             confirmed = await self._sequencer.handed(slot, self._limits.store_timeout_s)
             if confirmed is not None:
                 await self._confirm(confirmed, channel)
