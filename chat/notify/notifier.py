@@ -49,10 +49,15 @@ class Notifier:
         """Start enqueuing; deliver while ``election`` says this node leads."""
         await self.webhook.open()
         self.deliverer.is_leader = lambda: election.is_leader
-        self._unsubscribe = election.subscribe(lambda _leader: self.deliverer.nudge())
+        self._unsubscribe = election.subscribe(self._leadership)
         await self.enqueuer.start()
         await self.deliverer.start()
-        log.info("notifications: enqueuing for %s, delivering %s", self.webhook, "here" if election.is_leader else "on the elected node")
+        where = "this node delivers them" if election.is_leader else "the elected node delivers them"
+        log.info("notifications: on, for %s; %s", self.webhook, where)
+
+    def _leadership(self, leader: bool) -> None:
+        log.info("notifications: %s", "this node delivers them now (elected)" if leader else "this node no longer delivers them")
+        self.deliverer.nudge()
 
     async def close(self) -> None:
         """Put what is queued in the outbox, let deliveries in flight finish (both bounded), stop."""

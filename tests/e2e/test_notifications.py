@@ -25,6 +25,8 @@ from typing import Any
 import orjson
 import pytest
 
+from chat.store.cassandra_outbox import SHARDS
+from tests.support import services
 from tests.support.client import WsClient
 from tests.support.server import ServerProcess, free_port
 
@@ -223,26 +225,38 @@ async def test_a_mention_in_a_group_notifies_only_the_mentioned_offline_member(n
     assert [hook.for_recipient(u) for u in (alice, bob, dave, erin)] == [[], [], [], []]
 
 
-def outbox_rows(data_dir: Path) -> int:
-    with sqlite3.connect(f"file:{data_dir / 'chat.sqlite3'}?mode=ro", uri=True) as db:
-        return int(db.execute("SELECT COUNT(*) FROM notify_outbox").fetchone()[0])
+def in_outbox(server: ServerProcess, backend: str, keys: set[str]) -> int:
+    """How many of ``keys`` the node's outbox holds now, read behind the node's back."""
+    if backend == "sqlite":
+        with sqlite3.connect(f"file:{server.data_dir / 'chat.sqlite3'}?mode=ro", uri=True) as db:
+            return len(keys & {row[0] for row in db.execute("SELECT id FROM notify_outbox")})
+    session = services.cql_session(server.env["CHAT_CASSANDRA_KEYSPACE"])
+    try:
+        since = int(time.time() * 1000) - 3_600_000
+        rows = session.execute(f"SELECT notification_id FROM notify_outbox WHERE shard IN ({','.join(map(str, range(SHARDS)))}) AND due_ms >= {since}")
+        return len(keys & {row.notification_id for row in rows})
+    finally:
+        session.cluster.shutdown()
 
 
-async def test_no_notification_is_lost_across_a_kill_while_the_webhook_is_down(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("cassandra", marks=pytest.mark.cassandra)])
+async def test_no_notification_is_lost_across_a_kill_while_the_webhook_is_down(tmp_path: Path, backend: str) -> None:
     hook = Webhook()  # not listening yet: every POST is refused
     server = node_with(tmp_path / "node", hook)
+    if backend == "cassandra":
+        server.env.update(services.cassandra_env())
     try:
-        server.start()
+        server.start(60)
         pairs = [(uid("from"), uid("to")) for _ in range(3)]
         keys = {f"{send(server, a, open_dm(server, a, b), 'while down')['id']}:{b}" for a, b in pairs}
         assert server.wait_for_line(f"push webhook http://127.0.0.1:{hook.port} failing: ConnectError", WAIT_S)
         deadline = time.monotonic() + WAIT_S
-        while outbox_rows(server.data_dir) < 3:  # no event to wait on inside the node's file
+        while in_outbox(server, backend, keys) < len(keys):  # no event to wait on inside the node's store
             assert time.monotonic() < deadline, "the notifications never reached the outbox"
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
         server.kill()  # SIGKILL: nothing is flushed, drained or handed back
         hook.start()
-        server.start()
+        server.start(60)
         # Claimed just before the kill, an item waits out its lease (timeout + store timeout + 15 s).
         hits = await hook.wait(lambda hits: keys <= {h.key for h in hits}, timeout=45)
     finally:
