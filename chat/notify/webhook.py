@@ -125,16 +125,20 @@ class Webhook:
             "X-Chat-Attempt": str(item.attempts),
             SIGNATURE_HEADER: sign(item.body, self._secret, int(now_s)),
         }
+        status: int | None = None
+        wait_s: float | None = None
         try:
             async with asyncio.timeout(self._timeout_s):
                 async with self._client.stream("POST", self._url, content=item.body, headers=headers) as response:
                     status = response.status_code
                     wait_s = retry_after(response.headers.get("retry-after"), now_s) if status in (429, 503) else None
                     await _drain(response)
-        except TimeoutError:
-            return Outcome(False, f"no answer within {self._timeout_s:g} s")
-        except httpx.HTTPError as exc:
-            return Outcome(False, type(exc).__name__)
+        except (TimeoutError, httpx.HTTPError) as exc:
+            if status is None:
+                return Outcome(False, f"no answer within {self._timeout_s:g} s" if isinstance(exc, TimeoutError) else type(exc).__name__)
+            # The receiver answered; only reading the rest of its body failed: the status counts.
+        if status is None:  # unreachable: the stream either answered or raised
+            return Outcome(False, "no answer")
         return Outcome(200 <= status < 300, f"HTTP {status}", wait_s)
 
 

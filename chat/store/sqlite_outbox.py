@@ -34,6 +34,11 @@ def put(c: sqlite3.Connection, notifications: Sequence[Notification]) -> None:
     )
 
 
+def any_due(c: sqlite3.Connection, now_ms: int) -> bool:
+    """Whether a claim at ``now_ms`` has anything to do (a read: the index alone answers)."""
+    return c.execute("SELECT 1 FROM notify_outbox WHERE due_ms <= ? LIMIT 1", (now_ms,)).fetchone() is not None
+
+
 def claim(c: sqlite3.Connection, now_ms: int, limit: int, lease_ms: int, oldest_ms: int) -> list[OutboxItem]:
     # Items due before oldest_ms are past the caller's age limit: never returned, so dropped here.
     c.execute("DELETE FROM notify_outbox WHERE due_ms < ?", (oldest_ms,))

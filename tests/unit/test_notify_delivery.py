@@ -15,7 +15,7 @@ from chat.notify.delivery import Deliverer
 from chat.notify.retry import RetryPolicy
 from chat.notify.signing import verify
 from chat.notify.webhook import Webhook
-from chat.store.outbox import Notification
+from chat.store.outbox import Notification, OutboxItem
 from chat.store.sqlite import SqliteMessageStore
 
 SECRET = "w" * 40
@@ -172,3 +172,32 @@ async def test_only_the_leader_delivers(store: SqliteMessageStore, make: Callabl
     finally:
         await deliverer.close()
     assert len(receiver.requests) == 1
+
+
+class BrokenBody(httpx.AsyncByteStream):
+    """A response body that breaks after its first bytes."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield b"accepted"
+        raise httpx.ReadError("connection reset")
+
+
+async def test_a_2xx_counts_even_if_its_body_breaks_off_and_silence_is_a_timeout() -> None:
+    async def answer(request: httpx.Request) -> httpx.Response:
+        if request.headers["Idempotency-Key"] == "slow":
+            await asyncio.sleep(30)  # never answers within the timeout
+        return httpx.Response(202, stream=BrokenBody())
+
+    hook = Webhook("http://push.example/", SECRET, transport=httpx.MockTransport(answer), timeout_s=0.2)
+    await hook.open()
+    try:
+        ok = await hook.post(item("fine"))
+        slow = await hook.post(item("slow"))
+    finally:
+        await hook.close()
+    assert (ok.delivered, ok.detail) == (True, "HTTP 202")
+    assert (slow.delivered, slow.detail) == (False, "no answer within 0.2 s")
+
+
+def item(key: str) -> OutboxItem:
+    return OutboxItem(key, "bob", b"{}", T0, T0, 1)
