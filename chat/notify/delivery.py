@@ -122,7 +122,7 @@ class Deliverer:
         while not self._closing:
             self._wake.clear()
             full = False
-            if self._leading():
+            if self.is_leader():  # O(1), no I/O (the LeaderElection contract)
                 try:
                     full = await self.run_once() >= self._batch
                 except Exception as exc:  # noqa: BLE001 - the store failed: try again next poll
@@ -132,13 +132,6 @@ class Deliverer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_s):
                     await self._wake.wait()
-
-    def _leading(self) -> bool:
-        try:
-            return bool(self.is_leader())
-        except Exception:  # unsure whether we lead: then we do not
-            log.exception("notifications: is_leader raised")
-            return False
 
     async def run_once(self) -> int:
         """Claim due items and deliver them; returns how many were claimed. Raises the store's

@@ -3,7 +3,7 @@ that need no real process: the whole app, SQLite in a temp dir, in milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from chat.app import create_app
 from chat.auth import issue_token
 from chat.config import Settings, from_env
+from chat.store.sqlite import SqliteMessageStore
 
 SECRET = "inproc-secret-" + "x" * 40
 
@@ -69,3 +70,12 @@ def make_node(tmp_path: Path, **env: str) -> Iterator[Node]:
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
     yield from make_node(tmp_path)
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteMessageStore]:
+    """An open SQLite MessageStore of the test's own (the embedded adapter, no node around it)."""
+    store = SqliteMessageStore(tmp_path / "chat.sqlite3")
+    await store.open()
+    yield store
+    await store.close()

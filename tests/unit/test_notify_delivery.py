@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import httpx
 import pytest
@@ -48,11 +47,8 @@ class Receiver:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteMessageStore]:
-    s = SqliteMessageStore(tmp_path / "chat.sqlite3")
-    await s.open()
-    yield s
-    await s.close()
+def store(sqlite_store: SqliteMessageStore) -> SqliteMessageStore:
+    return sqlite_store
 
 
 @pytest.fixture

@@ -25,11 +25,8 @@ FAR_FUTURE_MS = 1 << 50
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteMessageStore]:
-    s = SqliteMessageStore(tmp_path / "chat.sqlite3")
-    await s.open()
-    yield s
-    await s.close()
+def store(sqlite_store: SqliteMessageStore) -> SqliteMessageStore:
+    return sqlite_store
 
 
 @pytest.fixture
