@@ -140,6 +140,10 @@ class MessageService:
                 # from the store), so nothing acked stays missed live.
                 if not self._minter.minted_here(stored.id):
                     self._gaps.missed(channel)
+                    if self._on_stored is not None:
+                        # It may have died before queueing the notifications, too. Their IDs
+                        # are per (message, recipient): queued twice, they are one.
+                        self._on_stored(stored)
                 return stored, False
             self._sequencer.ready(slot, _relay_payload(stored))
             if self._on_stored is not None:

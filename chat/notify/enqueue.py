@@ -18,8 +18,11 @@ until the queue has drained). One worker task takes the queue in batches:
 memory. A node killed there (SIGKILL, OOM, power loss) loses the notifications of messages it
 acked in the last moments — at most the queue's contents, normally the last few milliseconds.
 A clean stop (SIGTERM) drains the queue into the outbox first (bounded by ``close_timeout_s``).
-Closing the window would mean writing to the outbox before the ack, which the message path
-does not pay for.
+Killed before its ack went out, the node loses nothing: the client retries, and a retry
+answered from the store of a message that another process stored is offered again
+(``MessageService``; the deterministic IDs make that one notification). Closing the window
+after the ack would mean writing to the outbox before acking, which the message path does
+not pay for.
 """
 
 from __future__ import annotations
