@@ -142,7 +142,8 @@ class MessageService:
                     self._gaps.missed(channel)
                     if self._on_stored is not None:
                         # It may have died before queueing the notifications, too. Their IDs
-                        # are per (message, recipient): queued twice, they are one.
+                        # are per (message, recipient): the outbox holds one of each, and one
+                        # delivered already comes again with the same Idempotency-Key.
                         self._on_stored(stored)
                 return stored, False
             self._sequencer.ready(slot, _relay_payload(stored))

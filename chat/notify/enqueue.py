@@ -20,7 +20,8 @@ acked in the last moments — at most the queue's contents, normally the last fe
 A clean stop (SIGTERM) drains the queue into the outbox first (bounded by ``close_timeout_s``).
 Killed before its ack went out, the node loses nothing: the client retries, and a retry
 answered from the store of a message that another process stored is offered again
-(``MessageService``; the deterministic IDs make that one notification). Closing the window
+(``MessageService``; the deterministic IDs keep that one notification — at worst sent twice
+with the same ``Idempotency-Key``). Closing the window
 after the ack would mean writing to the outbox before acking, which the message path does
 not pay for.
 """
