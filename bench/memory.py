@@ -27,6 +27,7 @@ from typing import Any
 from bench.harness.crowd import Crowd, spread_sources
 from bench.harness.measure import CpuSplit, headline, parse_args, report, rss_kib, verdict
 from bench.harness.node import Node, Target, add_node_args, node_from_args
+from bench.harness.profile import PySpy, print_profile
 from bench.harness.wire import close_all, open_peer
 from bench.harness.workers import Job
 
@@ -70,9 +71,14 @@ async def measure(args: argparse.Namespace, target: Target, node: Node) -> dict[
     ]
     async with Crowd(target.host, target.port, jobs, workers=args.workers, kind=args.client, heartbeat_s=args.heartbeat_s) as crowd:
         after = await settled_rss(node.pid)
+        # 5,000 users just came online: their presence reaches every member of their small
+        # channels (hundreds of thousands of frames). Idle means after that has settled.
+        settle_s = await settled_cpu(node.pid)
         split = CpuSplit({"node": [node.pid], "loadgen": [os.getpid(), *crowd.pids]}, main_thread_of=["node"])
+        profiler = PySpy(node.pid, args.idle_s, f"{args.name}_idle") if args.profile else None
         await asyncio.sleep(args.idle_s)  # the idle window measured
         idle = split.read()
+        profile = await asyncio.get_running_loop().run_in_executor(None, profiler.summary) if profiler else None
         idle_stats = await crowd.stats(-1, 0, 0)  # the counters only: no step, no window
     return {
         "connections": n,
@@ -84,7 +90,21 @@ async def measure(args: argparse.Namespace, target: Target, node: Node) -> dict[
         "idle_cpu_cores": idle,
         "heartbeat_acks": idle_stats["heartbeat_acks"],
         "closed_by_node": idle_stats["closed"],
+        "presence_settle_s": settle_s,
+        "profile": profile,
     }
+
+
+async def settled_cpu(pid: int, *, below_cores: float = 0.25, sample_s: float = 2.0, timeout_s: float = 90.0) -> float:
+    """Wait until the node's CPU over a sample stays below ``below_cores`` (or the timeout);
+    returns how long that took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        split = CpuSplit({"node": [pid]})
+        await asyncio.sleep(sample_s)  # a CPU sample: there is no event to wait for
+        if split.read()["node"] < below_cores:
+            break
+    return round(time.monotonic() - started, 1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"(heartbeats every {args.heartbeat_s or '-'} s, {out['heartbeat_acks']} acks)"
     )
     report(args.name, result, line=line, target=f"<= {TARGET_KIB:.0f} KiB", checkout=args.checkout)
+    if result.get("profile"):
+        print("  profile of the node while the sockets idle:")
+        print_profile(result["profile"])
     return 0
 
 

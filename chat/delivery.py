@@ -35,7 +35,6 @@ re-subscribe with an older ``since`` (after a ``resync``) does not send a messag
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
 from chat.ids import TIMESTAMP_SHIFT
@@ -61,8 +60,8 @@ class Stream:
         self.replaying = False
         self.pending: list[tuple[int, Frame]] = []
         self.pending_bytes = 0
-        # IDs sent by the running replay: their live copies are duplicates.
-        self.replayed: set[int] = set()
+        # IDs sent by the running replay: their live copies are duplicates (a set while replaying).
+        self.replayed: set[int] | None = None
         # After an unbounded replay: its IDs, whose live copies may still come (None: none).
         self.late: set[int] | None = None
         self.late_max = 0
@@ -97,7 +96,7 @@ class Delivery:
         self.hard_bytes = max_bytes * 2
         self._resync_frame = resync_frame
         # State
-        self.outbox: deque[Frame] = deque()
+        self.outbox: list[Frame] = []
         self.frames = 0  # queued + taken but not yet written
         self.bytes = 0
         self.streams: dict[int, Stream] = {}
@@ -220,7 +219,8 @@ class Delivery:
         stream = self.streams.get(channel)
         if stream is None or self.closed or not stream.replaying or stream.covers(message_id):
             return False
-        stream.replayed.add(message_id)
+        if stream.replayed is not None:
+            stream.replayed.add(message_id)
         self._queue(frame)
         return True
 
@@ -234,8 +234,8 @@ class Delivery:
         stream = self.streams.get(channel)
         if stream is None or not stream.replaying:
             return False
-        pending, replayed = stream.pending, stream.replayed
-        stream.pending, stream.pending_bytes, stream.replayed = [], 0, set()
+        pending, replayed = stream.pending, stream.replayed or set()
+        stream.pending, stream.pending_bytes, stream.replayed = [], 0, None
         stream.replaying = False
         if after is not None:
             if complete:
@@ -264,15 +264,14 @@ class Delivery:
         if not outbox:
             return []
         if max_bytes is None or self.bytes <= max_bytes:
-            frames = list(outbox)
-            outbox.clear()
-            return frames
-        frames = [outbox.popleft()]
-        size = len(frames[0])
-        while outbox and size + len(outbox[0]) <= max_bytes:
-            frame = outbox.popleft()
-            frames.append(frame)
-            size += len(frame)
+            self.outbox = []
+            return outbox
+        size, k = len(outbox[0]), 1
+        while k < len(outbox) and size + len(outbox[k]) <= max_bytes:
+            size += len(outbox[k])
+            k += 1
+        frames = outbox[:k]
+        del outbox[:k]
         return frames
 
     def drain(self, max_bytes: int) -> list[Frame]:

@@ -55,10 +55,8 @@ class Gateway:
     # A connection's life
 
     async def open(self, session: Session) -> None:
-        """A socket was accepted: route the user's events to it, mark the device online, say hello."""
-        session.start()
-        await self._hub.join_user(session)
-        await self._presence.connected(session.user, session.session_id)
+        """A socket was accepted: say hello (its first frame), start it, route the user's
+        events to it, mark the device online."""
         session.push(
             protocol.frame(
                 "hello",
@@ -70,6 +68,9 @@ class Gateway:
                 },
             )
         )
+        session.start()
+        await self._hub.join_user(session)
+        await self._presence.connected(session.user, session.session_id)
 
     async def close(self, session: Session) -> None:
         """The socket is gone: detach it from the hub, and from presence if the client left on

@@ -25,7 +25,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -34,6 +33,7 @@ from chat import protocol
 from chat.commands import Command
 from chat.delivery import Delivery
 from chat.errors import ChatError, CloseCode, Internal, RateLimited, TooLarge, translate
+from chat.flag import Flag
 from chat.models import Principal
 from chat.protocol import Frame
 from chat.ratelimit import FrameGuard
@@ -107,6 +107,8 @@ class Session:
         self.watching: set[str] = set()
         # Told to reconnect elsewhere (draining): its close is a move, not the device leaving.
         self.moving = False
+        # Done once the socket said hello and joined its topics (the handshake's ASGI call waits).
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Set when we close the socket (the code sent), so the reader stops.
         self.close_code: int | None = None
         self._transport = transport
@@ -126,11 +128,11 @@ class Session:
         self._dirty = False  # marked for the flusher's next run
         # Client frames (or commands already accepted) waiting for the reader (direct path),
         # and whether the reader is busy with one.
-        self._inbox: deque[str | bytes | Command] = deque()
+        self._inbox: list[str | bytes | Command] = []  # a few at most (reading pauses at 32)
         self._busy = False
         self._gone = False  # the client went away (direct path)
-        self._wake = asyncio.Event()  # the writer or the reader has something to do
-        self._room = asyncio.Event()  # the outbox is below its bounds again (replays wait for it)
+        self._wake = Flag()  # the writer or the reader has something to do
+        self._room = Flag()  # the outbox is below its bounds again (replays wait for it)
         self._room_wanted = False  # a replay waits for room (a flag: the writer checks it per write)
         # Created only by flush() (draining, abuse): resolved once the outbox is empty.
         self._flushed: asyncio.Future[None] | None = None
@@ -178,7 +180,7 @@ class Session:
                 await self._wake.wait()
                 continue
             self._busy = True
-            item = inbox.popleft()
+            item = inbox.pop(0)
             try:
                 if isinstance(item, (str, bytes)):
                     await self.receive(item)

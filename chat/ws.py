@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -72,6 +73,8 @@ class WebSocketEndpoint:
         self._handshakes = handshakes
         self._max_sockets_per_user = max_sockets_per_user
         self._flusher = Flusher()
+        # Sessions' reader tasks on the direct path (held: a task nobody references may vanish).
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def serve(self, websocket: WebSocket) -> None:
         try:
@@ -85,6 +88,8 @@ class WebSocketEndpoint:
             await deny_websocket(websocket, error)
             return
         await websocket.accept()
+        # The handshake's headers (a kilobyte or two, the token among them) are not needed again.
+        del websocket.scope["headers"][:]
         direct = direct_socket(websocket.scope)
         session = Session(
             StarletteTransport(websocket),
@@ -96,12 +101,27 @@ class WebSocketEndpoint:
             flusher=self._flusher if direct is not None else None,
         )
         self._node.add(session)
+        if direct is not None:
+            # The direct path: the session gets a reader task of its own and this ASGI call
+            # returns, so an idle socket keeps no ASGI stack (DirectSocket.run_asgi leaves it open).
+            task = asyncio.get_running_loop().create_task(self._live(session), name=f"ws-{session.session_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            await asyncio.shield(session.opened)
+            return
+        await self._live(session)
+
+    async def _live(self, session: Session) -> None:
+        """A socket's whole life after the handshake: hello, frames until it goes, cleanup."""
         try:
             await self._gateway.open(session)
+            session.opened.set_result(None)
             await session.run()
         except Exception:
             log.exception("websocket session %s failed", session.session_id)
         finally:
+            if not session.opened.done():
+                session.opened.set_result(None)
             self._node.discard(session)
             await self._gateway.close(session)
 

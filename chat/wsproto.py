@@ -20,12 +20,14 @@ in pyproject.toml; ``tests/unit/test_wsproto.py`` fails if they move): the attri
 ``transport``, ``conn``, ``scope``, ``frames``, ``curr_msg_data_type``, ``close_sent``,
 ``disconnected``, ``handshake_complete``, ``request``, ``response``, ``logger`` and the
 methods ``handle_connect``, ``send_receive_event_to_app``, ``pause_writing``, ``resume_writing``,
-``keepalive_timeout``, ``connection_lost``, ``handle_close``, ``send``. Any other transport (another server,
+``keepalive_timeout``, ``connection_lost``, ``handle_close``, ``send``, and ``run_asgi`` (copied,
+with one change: see :meth:`DirectSocket.run_asgi`). Any other transport (another server,
 Starlette's TestClient) falls back to plain ASGI.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -34,7 +36,10 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from chat.flag import Flag
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +82,32 @@ class DirectSocket(WebSocketsSansIOProtocol):
     # The app's side
 
     def attach(self, sink: FrameSink) -> None:
-        """Route this socket's frames to ``sink`` from now on (after the ASGI accept)."""
+        """Route this socket's frames to ``sink`` from now on (after the ASGI accept).
+
+        Frames the client sent right behind its handshake were queued for ASGI before the sink
+        existed: they go to the sink first, in order. The ASGI queue (four deques: ~3 KiB per
+        socket) then gives way to a slim one that only keeps what uvicorn still puts in it."""
         self.sink = sink
         # The handshake is over: its request (headers included) and response are not needed.
         self.request = None  # type: ignore[assignment]
         self.response = None  # type: ignore[assignment]
+        early, slim = [], _SlimQueue()
+        while not self.queue.empty():
+            event = self.queue.get_nowait()
+            if event["type"] == "websocket.receive":
+                early.append(event)
+            else:
+                slim.put_nowait(event)
+        self.queue = slim  # type: ignore[assignment]
+        # Likewise its write gate: an Event with a deque, where one waiter (a close) is all there is.
+        writable = Flag()
+        if self.writable.is_set():
+            writable.set()
+        self.writable = writable  # type: ignore[assignment]
+        for event in early:
+            text = event.get("text")
+            self.queued += 1
+            sink.frame_received(text if text is not None else event.get("bytes") or b"")
 
     def write(self, data: bytes) -> bool:
         """Write complete frames now; False if the socket is closing or gone (nothing written)."""
@@ -138,6 +164,26 @@ class DirectSocket(WebSocketsSansIOProtocol):
             self.transport.pause_reading()
         sink.frame_received(frame)
 
+    async def run_asgi(self) -> None:
+        """uvicorn's, except that an app that attached a sink and returned leaves the socket open:
+        the sink (the session, with a reader task of its own) owns it from then on. An idle
+        socket so holds no ASGI task and no stack of Starlette frames (~4 KiB)."""
+        try:
+            result = await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            self.logger.exception("Exception in ASGI application\n")
+            self.send_500_response()
+        else:
+            if not self.handshake_complete:
+                self.logger.error("ASGI callable returned without completing handshake.")
+                self.send_500_response()
+            elif result is not None:
+                self.logger.error("ASGI callable should return None, but returned '%s'.", result)
+        if self.close_timer is None and (self.sink is None or self.close_sent or self.disconnected):
+            self.transport.close()
+
     def handle_close(self, event: Any) -> None:
         if self.conn.close_rcvd is not None:
             self.peer_code = self.conn.close_rcvd.code
@@ -178,6 +224,31 @@ class DirectSocket(WebSocketsSansIOProtocol):
         self.close_sent = True
         self.queue.put_nowait({"type": "websocket.disconnect", "code": 1007, "reason": "invalid UTF-8"})
         self.transport.close()
+
+
+class _SlimQueue:
+    """What uvicorn's protocol needs of its ASGI queue once the direct path carries the frames:
+    it still puts events (a disconnect) in it, and an ASGI ``receive`` may still read them."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return self._items.pop(0)
 
 
 def direct_socket(scope: Mapping[str, Any]) -> DirectSocket | None:

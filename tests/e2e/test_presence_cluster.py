@@ -18,7 +18,7 @@ from tests.support.server import ServerProcess
 
 pytestmark = [pytest.mark.cassandra, pytest.mark.redis]
 
-HEARTBEAT_S, TIMEOUT_S = 0.5, 1.5
+HEARTBEAT_S, TIMEOUT_S = 0.5, 3.0  # a margin of six heartbeats: heartbeat writes batch every 0.5 s, on a loaded machine
 PRESENCE = {"CHAT_PRESENCE_HEARTBEAT_S": str(HEARTBEAT_S), "CHAT_PRESENCE_TIMEOUT_S": str(TIMEOUT_S)}
 
 
@@ -85,7 +85,7 @@ async def test_an_abrupt_drop_goes_offline_after_the_timeout_and_a_short_one_doe
         beats: list[float] = []
         beating = asyncio.create_task(heartbeats(back, stop, beats))
         try:
-            quiet = await watcher.drain_nothing(3 * TIMEOUT_S)
+            quiet = await watcher.drain_nothing(2 * TIMEOUT_S)
             assert [f for f in quiet if f.get("op") == "presence" and f.get("status") == "offline"] == []
             # Now a drop with no return: offline within the timeout plus a sweep (and slack).
             stop.set()
@@ -107,7 +107,9 @@ async def test_the_sweeper_moves_when_its_leader_dies(tmp_path: Path) -> None:
     from tests.support import services
 
     hosts = f"{services.ZOOKEEPER_HOSTS}/chat-sweep-{secrets.token_hex(4)}"
-    zk = {"CHAT_ZOOKEEPER_HOSTS": hosts, "CHAT_ZOOKEEPER_SESSION_TIMEOUT_S": "4", **PRESENCE}
+    # A short presence timeout (1.5 s, nobody heartbeats here) well inside the 4 s session.
+    fast = {"CHAT_PRESENCE_HEARTBEAT_S": "0.5", "CHAT_PRESENCE_TIMEOUT_S": "1.5"}
+    zk = {"CHAT_ZOOKEEPER_HOSTS": hosts, "CHAT_ZOOKEEPER_SESSION_TIMEOUT_S": "4", **fast}
     # Presence of its own (Redis database 3): the module's other nodes run without ZooKeeper,
     # so each of them sweeps the shared database — as it should, but not in this test.
     redis = services.REDIS_URL.rsplit("/", 1)[0] + "/3" if services.REDIS_URL.count("/") > 2 else services.REDIS_URL + "/3"
@@ -124,7 +126,7 @@ async def test_the_sweeper_moves_when_its_leader_dies(tmp_path: Path) -> None:
             leader.proc.send_signal(signal.SIGSTOP)  # the sweeper freezes; its session runs out in 4 s
             user.conn.transport.abort()  # alice drops off without a close
             # Only the (frozen) leader sweeps: nothing expires her while its session lives...
-            quiet = await watcher.drain_nothing(TIMEOUT_S + 1.5)
+            quiet = await watcher.drain_nothing(1.5 + 1.5)
             assert [f for f in quiet if f.get("op") == "presence" and f.get("status") == "offline"] == []
             # ...then the other node wins the election and expires her.
             offline = await watcher.expect("presence", timeout=4 + 10, user=alice, status="offline")
