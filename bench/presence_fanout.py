@@ -52,13 +52,13 @@ async def measure(args: argparse.Namespace, node1: Any, node2: Any) -> dict[str,
         for user, fut in ups.items():
             waiting[(user, "online")] = fut
 
-        async def up(user: str) -> Peer:
+        async def up(user: str, seen: asyncio.Future[float]) -> Peer:
             peer = await open_peer(t1, user)
             hello_at = time.monotonic()  # the device is online from here
-            online.record(max(0.0, await asyncio.wait_for(ups[user], 10) - hello_at))
+            online.record(max(0.0, await asyncio.wait_for(seen, 10) - hello_at))
             return peer
 
-        peers = await asyncio.gather(*(up(user) for _, user, _ in pairs))
+        peers = await asyncio.gather(*(up(user, ups[user]) for _, user, _ in pairs))
         downs = {user: loop.create_future() for _, user, _ in pairs}
         for user, fut in downs.items():
             waiting[(user, "offline")] = fut
