@@ -215,7 +215,7 @@ def create_app(
             # First: the data dir lock (a second node on it is refused before it touches a
             # file) and the worker-ID lease. Last out: the worker ID goes back after every send.
             async with startup.step(*discovery_failure(settings)):
-                await discovery.open()
+                await discovery.open(register=False)
             stack.push_async_callback(lambda: discovery.close(last_minted_ms=minter.last_minted_ms))
             async with startup.step(*store_failure(settings)):
                 await store.open()
@@ -232,6 +232,9 @@ def create_app(
             if notifier is not None:
                 await notifier.start(await discovery.election(NOTIFIER_ELECTION))
                 stack.push_async_callback(notifier.close)  # after the sockets, before presence and the store
+            # Last: only a node that can serve is handed users (the registry closes with discovery).
+            async with startup.step(*discovery_failure(settings)):
+                await discovery.register()
             stack.push_async_callback(node.drain)  # runs first on the way out
             log.info("node %s ready at %s (store=%s relay=%s)", settings.node_id, settings.ws_url, type(store).__name__, type(relay).__name__)
             yield
