@@ -16,6 +16,7 @@ from discovery.config.zookeeper import ZooKeeperConfigStore
 from discovery.errors import ConfigRejected
 from tests.support.recorder import Recorder
 
+
 def _consistent(values: Mapping[str, Value]) -> list[str]:
     """A combination rule (the test's own): the join threshold at most 10 × the send threshold."""
     if float(values["hot_join_per_s"]) > 10 * float(values["hot_send_per_s"]):

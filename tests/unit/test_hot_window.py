@@ -75,6 +75,7 @@ def test_live_adds_trimmed_away_before_the_fill_keep_the_floor_above_them() -> N
     limit=st.integers(1, 30),
 )
 def test_any_answer_is_the_stores_answer(
+    *,
     stored: list[int], fill_newest: int, late: list[int], max_messages: int, before: int | None, after: int | None, limit: int
 ) -> None:
     window = window_of(stored, fill_newest, max_messages=max_messages)
