@@ -84,6 +84,11 @@ class WaitingRoom:
         """Users in line (expired entries not yet dropped included)."""
         return len(self._order)
 
+    @property
+    def idle(self) -> bool:
+        """Nobody waits and no ticket is out: the room's line may be forgotten."""
+        return not self._order and not self._tickets
+
     def arrive(self, user: str, now: float) -> Admitted | Queued | Full:
         """A join by ``user``: admitted now, queued (or still queued, refreshed), or refused."""
         entry = self._queued.get(user)
