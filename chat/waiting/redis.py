@@ -96,10 +96,11 @@ class RedisWaitingRooms:
 
     async def admit(self, room: int, rules: LineRules) -> tuple[list[Admission], float | None]:
         args = [self._now(), rules.budget_per_s, _ms(rules.ticket_ttl_s), self._max_steps]
-        flat, wait_ms = await self._call(self._admit, self._keys(room), args)
-        ttl = _ms(rules.ticket_ttl_s)
+        answer: list[Any] = await self._call(self._admit, self._keys(room), args)
+        flat: list[str] = answer[0]
+        wait_ms, ttl = int(answer[1]), _ms(rules.ticket_ttl_s)
         admitted = [Admission(flat[i], str(int(float(flat[i + 1]))), ttl) for i in range(0, len(flat), 2)]
-        return admitted, None if int(wait_ms) < 0 else int(wait_ms) / 1000
+        return admitted, None if wait_ms < 0 else wait_ms / 1000
 
     async def cancel(self, room: int, user: str) -> bool:
         keys = self._keys(room)
@@ -108,7 +109,7 @@ class RedisWaitingRooms:
     async def position(self, room: int, user: str) -> int | None:
         try:
             async with asyncio.timeout(self._call_timeout_s):
-                rank = await self._redis.zrank(self._keys(room)[1], user)
+                rank: Any = await self._redis.zrank(self._keys(room)[1], user)
         except _FAILURES:
             raise Unavailable("the waiting room is unavailable right now", retry_after_ms=1000) from None
         return None if rank is None else int(rank) + 1
