@@ -107,6 +107,8 @@ class Breaker:
             self._width = value.window_s / _BUCKETS
             self._clear()
             self._index = -_BUCKETS  # bucket numbers of the old width mean nothing now
+        if self.health is not Health.CRITICAL:
+            self._open_for = value.open_s  # the next fail-fast span starts from the new setting
         self._config = value
 
     def allow(self, now: float) -> int | None:

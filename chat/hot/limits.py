@@ -140,9 +140,10 @@ class Lanes(Generic[T]):
         self._finish = [0.0, 0.0, 0.0]  # each lane's last finish tag
         self._vtime = 0.0  # the start tag of the last item served
         self._now = now  # the latest `now` seen: a cap created by a config change starts there
-        self._budget = Budget(1.0, 1.0, now)  # rates set from the config just below
-        self._caps: list[Budget | None] = [None, None, None]
         self._config = config or LaneConfig()
+        # Full at the start (a budget that starts empty would hold up the first burst).
+        self._budget = Budget(self._config.budget_per_s, max(1.0, self._config.budget_per_s * self._config.burst_s), now)
+        self._caps: list[Budget | None] = [None, None, None]
         self._weights = self._config.weights()
         self.config = self._config
 

@@ -36,7 +36,7 @@ class MemoryWaitingRooms:
 
     def _forget_if_idle(self, room: int) -> None:
         line = self._rooms.get(room)
-        if line is not None and line.idle:
+        if line is not None and line.idle(self._clock()):
             del self._rooms[room]
 
     async def arrive(self, room: int, user: str, rules: LineRules) -> Admitted | Queued | Full:

@@ -80,6 +80,16 @@ async def test_arrivals_past_the_budget_queue_and_are_admitted_in_order_within_e
     assert len({a.ticket for a in admitted}) == 2
 
 
+async def test_joins_redeemed_at_once_still_count_against_their_second(rooms: WaitingRooms, clock: Clock) -> None:
+    for user in ("a", "b", "c"):
+        admitted = await rooms.arrive(ROOM, user, RULES)
+        assert isinstance(admitted, Admitted) and await rooms.redeem(ROOM, user, admitted.ticket)
+    assert await rooms.arrive(ROOM, "d", RULES) == Queued(1)
+    clock.now += 1.0
+    admitted_now, _ = await rooms.admit(ROOM, RULES)
+    assert [a.user for a in admitted_now] == ["d"]
+
+
 async def test_a_ticket_lets_its_user_in_once_before_it_expires(rooms: WaitingRooms, clock: Clock) -> None:
     first = await rooms.arrive(ROOM, "ann", RULES)
     assert isinstance(first, Admitted)
