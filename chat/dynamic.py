@@ -51,6 +51,7 @@ _BREAKER: dict[str, _Spec] = {
     "max_open_s": (0.1, 3600, "… doubling after each failed probe round, up to this"),
     "probes": (1, 100, "requests let through per probe round; all must succeed fast to recover"),
     "probe_timeout_s": (0.1, 600, "a probe round without a verdict after this has failed"),
+    "stall_requests": (1, 1e6, "this many requests in flight past slow_s, with no answer for slow_s, turn it CRITICAL at once"),
 }
 _LANES: dict[str, _Spec] = {
     "budget_per_s": (1, 1e7, "storage writes/s (one per message) this node admits, all lanes together"),

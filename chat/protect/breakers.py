@@ -8,10 +8,12 @@ A caller that went away (cancelled) reports nothing; errors that are not the sto
 (a ValueError) report nothing either.
 
 **Requests in flight.** A frozen Cassandra answers nothing until the driver's timeouts fire, so
-outcomes alone would tell the breaker late. :meth:`GuardedStore.age` (the periodic tick calls it)
-reports every call in flight for ``slow_s`` or longer as slow, right then, and its outcome is
-not reported again when it finally ends: a frozen store turns CRITICAL about ``slow_s`` after it
-froze, under any load that makes ``min_requests`` calls in the window.
+outcomes alone would tell the breaker late (and its window is still full of earlier successes).
+:meth:`GuardedStore.age` (the periodic tick calls it) reports every call in flight for ``slow_s``
+or longer as slow, right then (its outcome is not reported again when it finally ends), and
+reports a *stall* — ``stall_requests`` such calls and no answer at all for ``slow_s`` — which
+turns the breaker CRITICAL at once: a frozen store is shielded about ``slow_s`` (+ one tick)
+after it froze, as soon as a few requests are waiting on it.
 
 :class:`GuardedRelay` does the same for publishes (``hand_off``/``publish``); subscriptions pass
 through (the relay reconnects them itself). While the relay's breaker is CRITICAL a message is
@@ -42,6 +44,8 @@ class _Guarded:
         self._clock = clock
         self._on_transition = on_transition
         self._inflight: dict[int, float] = {}  # insertion order is start order
+        self._aged: set[int] = set()  # in flight, and reported as slow already
+        self._answered_at = clock()  # the dependency's last answer (any outcome)
         self._tokens = itertools.count()
 
     def _admit(self) -> int:
@@ -54,26 +58,32 @@ class _Guarded:
         return token
 
     def _done(self, token: int, ok: bool) -> None:
+        now = self._answered_at = self._clock()
         start = self._inflight.pop(token, None)
-        if start is None:
+        if start is None or token in self._aged:
+            self._aged.discard(token)
             return  # reported as slow by age() already
-        now = self._clock()
         self._report(self.breaker.record(now, ok, now - start))
+
+    def _gone(self, token: int) -> None:
+        """The caller went away (cancelled), or it failed for a reason that is not the dependency's."""
+        self._inflight.pop(token, None)
+        self._aged.discard(token)
 
     def _report(self, transition: Transition | None) -> None:
         if transition is not None:
             self._on_transition(transition)
 
     def age(self, now: float) -> None:
-        """Report every call in flight for ``slow_s`` or more as slow, now (see the module docstring)."""
+        """Report calls in flight for ``slow_s`` or more as slow, and a stall (see the module docstring)."""
         slow_s = self.breaker.config.slow_s
-        inflight = self._inflight
-        while inflight:
-            token, start = next(iter(inflight.items()))
+        for token, start in self._inflight.items():  # oldest first
             if now - start < slow_s:
-                return
-            del inflight[token]
-            self._report(self.breaker.record(now, True, now - start))
+                break
+            if token not in self._aged:
+                self._aged.add(token)
+                self._report(self.breaker.record(now, True, now - start))
+        self._report(self.breaker.stall(now, len(self._aged), now - self._answered_at))
 
     async def _call(self, call: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         token = self._admit()
@@ -83,7 +93,7 @@ class _Guarded:
             self._done(token, False)
             raise
         except BaseException:
-            self._inflight.pop(token, None)  # cancelled, or not the dependency's fault
+            self._gone(token)  # cancelled, or not the dependency's fault
             raise
         self._done(token, True)
         return result
@@ -187,7 +197,7 @@ class GuardedRelay(_Guarded):
             self._done(token, False)
             raise
         except BaseException:
-            self._inflight.pop(token, None)
+            self._gone(token)
             raise
         self._done(token, True)
 
