@@ -99,6 +99,7 @@ class Protection:
         self._unsubscribe: Callable[[], None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
+        self._applied: dict[str, Value] = {}  # the values applied last (changes are logged)
         self.apply(dynamic.SCHEMA.defaults())
 
     # Lifecycle
@@ -162,6 +163,10 @@ class Protection:
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("hot-room settings not applied: %s", exc)
             return
+        changed = {k: x for k, x in values.items() if self._applied.get(k, x) != x}
+        if changed:
+            log.info("dynamic settings applied: %s", ", ".join(f"{k}={x}" for k, x in sorted(changed.items())))
+        self._applied = dict(values)
         f = v.flags
         self.rooms.detector.thresholds = v.thresholds
         self.store_breaker.config, self.relay_breaker.config = v.cassandra_breaker, v.redis_breaker
