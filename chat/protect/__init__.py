@@ -12,4 +12,5 @@ per node, built by the composition root; the core reaches it only through :mod:`
 * :mod:`chat.protect.history` — hot rooms' recent-history windows and coalesced identical reads
 * :mod:`chat.protect.joins` — the join gate: waiting room (port :mod:`chat.waiting`) or join limit
 * :mod:`chat.protect.counters` — the plain counters every part bumps, for metrics
+* :mod:`chat.protect.listen` — a hub subscriber that is not a socket (reports, history windows)
 """

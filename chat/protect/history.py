@@ -31,41 +31,26 @@ from chat.hub import Hub
 from chat.ids import timestamp_ms
 from chat.models import Message, Page
 from chat.protect.counters import Counters
+from chat.protect.listen import Listener
 from chat.protect.writes import MESSAGE_OVERHEAD, fresh
-from chat.protocol import Frame
 
 log = logging.getLogger(__name__)
 
 _Key = tuple[int, int | None, int | None, int]
 
 
-class _Tap:
+class _Tap(Listener):
     """A hub subscriber holding a room's relay interest for its window; delivers nothing."""
 
     def __init__(self, room: int, on_gap: Callable[[int], None]) -> None:
+        super().__init__(f"history-window-{room}")
         self.room = room
         self._on_gap = on_gap
         self.window: RecentWindow[Message] = RecentWindow(max_messages=1000, max_bytes=4 << 20)
         self.filling: asyncio.Future[None] | None = None  # the fill under way or done (None: to do)
 
-    @property
-    def user(self) -> str:
-        return "-"
-
-    @property
-    def session_id(self) -> str:
-        return f"history-window-{self.room}"
-
-    def deliver_message(self, channel: int, message_id: int, frame: Frame) -> None: ...
-    def deliver_ephemeral(self, channel: int, frame: Frame) -> None: ...
-    def deliver_control(self, frame: Frame) -> None: ...
-    def deliver_presence(self, user: str, stamp: int, frame: Frame) -> None: ...
-
     def gap(self, channel: int) -> None:
         self._on_gap(channel)
-
-    def kicked(self, channel: int, frame: Frame) -> bool:
-        return False
 
 
 class HistoryCache:

@@ -25,6 +25,7 @@ from chat import events
 from chat.errors import ChatError
 from chat.hot.detector import HotDetector, Rates, Thresholds, Transition
 from chat.protect.counters import Counters
+from chat.protect.listen import Listener
 from chat.protocol import Frame
 from chat.relay.base import Relay
 
@@ -50,8 +51,9 @@ class RoomView:
     throttled: bool  # something was refused to protect it in the last THROTTLED_FOR_S
 
 
-class HotRooms:
-    """The detector of this node, its reports, pins and the critical switch (see the module docstring)."""
+class HotRooms(Listener):
+    """The detector of this node, its reports, pins and the critical switch (see the module docstring);
+    a listener of the reports topic."""
 
     def __init__(
         self,
@@ -64,6 +66,7 @@ class HotRooms:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(f"hot-rooms-{node_id}")
         self._node_id = node_id
         self._relay = relay
         self._counters = counters
@@ -75,15 +78,7 @@ class HotRooms:
         self.critical = False
         self._refused: dict[int, float] = {}  # room → last refusal (only protected rooms refuse)
 
-    # The hub's Subscriber protocol, for the reports topic
-
-    @property
-    def user(self) -> str:
-        return "-"
-
-    @property
-    def session_id(self) -> str:
-        return f"hot-rooms-{self._node_id}"
+    # The reports topic (a lost report is replaced 0.5 s later: gaps need nothing)
 
     def deliver_control(self, frame: Frame) -> None:
         """A report or a pin from a node (our own come back too: the detector ignores them)."""
@@ -100,14 +95,6 @@ class HotRooms:
                 self.detector.merge_remote(node, int(room), Rates(*map(float, rates)), now)
         except (ValueError, TypeError, KeyError, AttributeError):
             log.warning("dropping a malformed hot-room report")
-
-    def deliver_message(self, channel: int, message_id: int, frame: Frame) -> None: ...
-    def deliver_ephemeral(self, channel: int, frame: Frame) -> None: ...
-    def deliver_presence(self, user: str, stamp: int, frame: Frame) -> None: ...
-    def gap(self, channel: int) -> None: ...  # a lost report is replaced 0.5 s later
-
-    def kicked(self, channel: int, frame: Frame) -> bool:
-        return False
 
     # Queries and counting (the per-event path)
 
