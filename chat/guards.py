@@ -32,10 +32,10 @@ class SendGuard(Protocol):
     def batched(self, channel: int) -> bool:
         """Whether the channel's next message is written through :meth:`write` (a hot room, batching on)."""
 
-    def write(self, message: Message, orphaned: Callable[[int], None]) -> Awaitable[tuple[Message, bool]]:
+    def write(self, message: Message, orphaned: Callable[[Message], None]) -> Awaitable[tuple[Message, bool]]:
         """Store ``message`` in a batch; resolves like ``MessageStore.insert_message`` once it is
         durable (bounded: ``unavailable`` past the bound). If the caller stops waiting and the
-        message is stored anyway, ``orphaned(channel)`` is called: it was never published."""
+        message is stored anyway, ``orphaned(message)`` is called: it was never published."""
 
     def stored(self, message: Message) -> None:
         """A message sent through this node is durable (before its ack)."""
@@ -75,7 +75,7 @@ class _NoGuard:
     def batched(self, channel: int) -> bool:
         return False
 
-    def write(self, message: Message, orphaned: Callable[[int], None]) -> Awaitable[tuple[Message, bool]]:
+    def write(self, message: Message, orphaned: Callable[[Message], None]) -> Awaitable[tuple[Message, bool]]:
         raise NotImplementedError("batched() is always False")
 
     def stored(self, message: Message) -> None:

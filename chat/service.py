@@ -142,7 +142,7 @@ class MessageService:
         try:
             message = Message(message_id, channel, principal.user, command.text, timestamp_ms(message_id), command.client_msg_id)
             if batched:
-                stored, created = await self._guard.write(message, self._missed)
+                stored, created = await self._guard.write(message, self._orphaned)
             else:
                 stored, created = await self._store.insert_message(message)
             if not created:
@@ -186,10 +186,16 @@ class MessageService:
             self._missed(channel)  # stored, maybe never published: say so
             raise
 
+    def _orphaned(self, message: Message) -> None:
+        """A batched message stored after its sender stopped waiting: nobody handed it to the
+        relay nor to notifications. Its channel's sockets resync; notifications are offered now."""
+        self._missed(message.channel)
+        if self._on_stored is not None:
+            self._on_stored(message)
+
     def _missed(self, channel: int) -> None:
         # Stored is what counts: subscribers recover it from the store on resync. Debug only:
-        # the relay warns once per outage, not once per message. (Also for a batched message
-        # stored after its sender stopped waiting: it was never handed to the relay.)
+        # the relay warns once per outage, not once per message.
         log.debug("a stored message of channel %d was not published", channel)
         self._gaps.missed(channel)
 

@@ -31,6 +31,7 @@ from chat.hot.breaker import Breaker, Transition
 from chat.models import Channel, Message, Page
 from chat.relay.base import DeliverFn, GapFn, Relay
 from chat.store.base import AddResult, MessageStore
+from chat.store.outbox import Notification, OutboxItem
 
 T = TypeVar("T")
 OnTransition = Callable[[Transition], None]
@@ -121,6 +122,9 @@ class GuardedStore(_Guarded):
     async def get_or_create_dm(self, channel: Channel, members: tuple[str, str]) -> tuple[Channel, bool]:
         return await self._call(self.inner.get_or_create_dm, channel, members)
 
+    async def get_dm(self, dm_key: str) -> Channel | None:
+        return await self._call(self.inner.get_dm, dm_key)
+
     async def get_channel(self, channel_id: int) -> Channel | None:
         return await self._call(self.inner.get_channel, channel_id)
 
@@ -139,8 +143,8 @@ class GuardedStore(_Guarded):
     async def count_members(self, channel_id: int) -> int:
         return await self._call(self.inner.count_members, channel_id)
 
-    async def list_user_channels(self, user: str, *, limit: int = 1000) -> list[Channel]:
-        return await self._call(self.inner.list_user_channels, user, limit=limit)
+    async def list_user_channels(self, user: str, *, before: int | None = None, limit: int = 1000) -> list[Channel]:
+        return await self._call(self.inner.list_user_channels, user, before=before, limit=limit)
 
     async def insert_message(self, message: Message) -> tuple[Message, bool]:
         return await self._call(self.inner.insert_message, message)
@@ -156,6 +160,18 @@ class GuardedStore(_Guarded):
 
     async def get_read(self, user: str, channel_id: int) -> int | None:
         return await self._call(self.inner.get_read, user, channel_id)
+
+    async def outbox_put(self, notifications: Sequence[Notification]) -> None:
+        await self._call(self.inner.outbox_put, notifications)
+
+    async def outbox_claim(self, now_ms: int, *, limit: int, lease_ms: int, oldest_ms: int) -> list[OutboxItem]:
+        return await self._call(self.inner.outbox_claim, now_ms, limit=limit, lease_ms=lease_ms, oldest_ms=oldest_ms)
+
+    async def outbox_reschedule(self, item: OutboxItem, due_ms: int) -> None:
+        await self._call(self.inner.outbox_reschedule, item, due_ms)
+
+    async def outbox_delete(self, item: OutboxItem) -> None:
+        await self._call(self.inner.outbox_delete, item)
 
 
 class GuardedRelay(_Guarded):

@@ -17,7 +17,8 @@ writes each with ``MessageStore.insert_messages`` in a task of its own (one per 
 one per message), then resolves its senders' futures — the ack still follows the durable
 write. A failed batch fails each of its senders with ``unavailable`` (none was acked). A sender
 that stopped waiting (its socket closed, its bound passed) is not acked; if its message was
-stored anyway, ``orphaned(channel)`` announces a gap so the room's sockets resync.
+stored anyway, ``orphaned(message)`` lets the message path announce a gap (the room's sockets
+resync) and offer it for offline notifications, as if it had been sent.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from chat.store.base import MessageStore
 
 log = logging.getLogger(__name__)
 
-Orphaned = Callable[[int], None]
+Orphaned = Callable[[Message], None]
 _Handle = tuple[asyncio.Future[tuple[Message, bool]], Orphaned]
 _FULL_LANE: dict[Lane, tuple[type[ChatError], str]] = {
     Lane.BOT: (RateLimited, "bots are posting faster than storage takes them here; slow down"),
@@ -199,4 +200,4 @@ class Writes:
                 future.set_result((message, created))
             elif created:
                 self._counters.orphans += 1
-                orphaned(message.channel)
+                orphaned(message)

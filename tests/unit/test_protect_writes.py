@@ -48,7 +48,7 @@ async def test_a_hot_rooms_messages_are_written_in_one_batch_and_acked_only_once
     assert p.batched(ROOM)
     store.hold = asyncio.Event()
     sent = [message(f"k{i}") for i in range(5)]
-    waits = [asyncio.ensure_future(p.write(m, lambda ch: None)) for m in sent]
+    waits = [asyncio.ensure_future(p.write(m, lambda m: None)) for m in sent]
     await asyncio.sleep(0.05)  # the writer has taken the batch and is held in the store
     assert not any(w.done() for w in waits), "nothing may be acked before the write is durable"
     store.hold.set()
@@ -63,7 +63,7 @@ async def test_a_failed_batch_fails_every_sender_and_a_sender_gone_meanwhile_is_
     node, store, _ = setup
     p = node.protection
     store.hold, store.fail = asyncio.Event(), True
-    waits = [asyncio.ensure_future(p.write(message(f"f{i}"), lambda ch: None)) for i in range(3)]
+    waits = [asyncio.ensure_future(p.write(message(f"f{i}"), lambda m: None)) for i in range(3)]
     await asyncio.sleep(0.05)
     store.hold.set()
     errors = await asyncio.gather(*waits, return_exceptions=True)
@@ -71,24 +71,24 @@ async def test_a_failed_batch_fails_every_sender_and_a_sender_gone_meanwhile_is_
     assert p.counters.batch_failures == 1
     # A sender that stops waiting is not acked; its message stored anyway is announced as a gap.
     store.hold, store.fail = asyncio.Event(), False
-    orphaned: list[int] = []
+    orphaned: list[Message] = []
     gone = asyncio.ensure_future(p.write(message("gone"), orphaned.append))
     await asyncio.sleep(0.05)
     gone.cancel()
     store.hold.set()
     await asyncio.sleep(0.05)
-    assert orphaned == [ROOM] and p.counters.orphans == 1
+    assert [m.client_msg_id for m in orphaned] == ["gone"] and p.counters.orphans == 1
 
 
 async def test_a_full_room_queue_refuses_with_throttled_before_anything_is_stored(setup: tuple[TestNode, HeldStore, Clock]) -> None:
     node, store, _ = setup
     await node.config.set({"batch_max_queue": 2, "batch_max_inflight": 1})
     store.hold = asyncio.Event()
-    first = asyncio.ensure_future(node.protection.write(message("q0"), lambda ch: None))
+    first = asyncio.ensure_future(node.protection.write(message("q0"), lambda m: None))
     await asyncio.sleep(0.05)  # in flight
-    queued = [asyncio.ensure_future(node.protection.write(message(f"q{i}"), lambda ch: None)) for i in (1, 2)]
+    queued = [asyncio.ensure_future(node.protection.write(message(f"q{i}"), lambda m: None)) for i in (1, 2)]
     with pytest.raises(Throttled) as refused:
-        node.protection.write(message("q3"), lambda ch: None)
+        node.protection.write(message("q3"), lambda m: None)
     assert refused.value.retry_after_ms is not None and refused.value.retry_after_ms >= 1
     store.hold.set()
     await asyncio.gather(first, *queued)
