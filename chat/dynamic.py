@@ -1,8 +1,9 @@
 """The node's dynamic settings: changed at run time on every node, never with a restart.
 
 Declared here, in one place, with their types, bounds and defaults; stored by the discovery
-package's ConfigStore (a watched znode with ZooKeeper, a file in the data dir otherwise). A
-change reaches every node within a second; a bad value, or values that do not go together, are
+package's ConfigStore (a watched znode with ZooKeeper, a file in the data dir otherwise);
+read with ``chat config get``, changed with ``chat config set KEY VALUE`` or ``PUT /v1/ops/config``.
+A change reaches every node within a second; a bad value, or values that do not go together, are
 refused with the reason and nothing is applied. docs/operations.md says what operators do with
 each group.
 

@@ -180,9 +180,12 @@ class Protection:
         if (self.bot_sends.rate, self.bot_sends.burst) != (f["bot_send_per_s"], f["bot_send_burst"]):
             self.bot_sends = KeyedLimiter(float(f["bot_send_per_s"]), int(f["bot_send_burst"]))
         history = self.reads
+        if history.windows_on and not f["hot_history_window"]:
+            for room in history.rooms():
+                self._spawn(history.forget(room))  # switched off: close the windows (and their subscriptions)
         history.limits_on, history.windows_on = self.limits_on, bool(f["hot_history_window"])
         history.fetches.per_s, history.fetches.burst = float(f["hot_room_fetch_per_s"]), int(f["hot_room_fetch_burst"])
-        history.max_messages, history.max_bytes = int(f["hot_window_messages"]), int(f["hot_window_bytes"])
+        history.resize(int(f["hot_window_messages"]), int(f["hot_window_bytes"]))
         joins = self.joins
         joins.waiting_room, joins.limits_on = bool(f["hot_waiting_room"]), self.limits_on
         budget = int(f["hot_room_join_per_s"])

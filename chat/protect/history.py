@@ -104,6 +104,12 @@ class HistoryCache:
             tap.window.reset()
             tap.filling = None
 
+    def resize(self, max_messages: int, max_bytes: int) -> None:
+        """New window bounds (dynamic settings), for the open windows too (trimmed at their next message)."""
+        self.max_messages, self.max_bytes = max_messages, max_bytes
+        for tap in self._taps.values():
+            tap.window.max_messages, tap.window.max_bytes = max_messages, max_bytes
+
     def rooms(self) -> list[int]:
         """Rooms with a window open."""
         return list(self._taps)

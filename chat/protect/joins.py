@@ -82,7 +82,8 @@ class JoinGate:
         if not self.waiting_room:
             refused = self.limiter.take(channel, self._clock()) if self.limits_on else None
             if refused is not None:
-                self._refuse(channel)
+                self._counters.joins_refused += 1
+                self._rooms.refused(channel)
                 raise Throttled("this room takes only so many new members per second; try again shortly", retry_after_ms=refused)
             self._counters.joins_admitted += 1
             return
@@ -96,8 +97,9 @@ class JoinGate:
                 self._counters.joins_admitted += 1
                 return
             raise Throttled("your admission expired just now; join again", retry_after_ms=1)  # a ticket that lapsed in between
-        self._refuse(channel)
+        self._rooms.refused(channel)  # the ops view shows the room as throttled
         if not isinstance(answer, Queued):
+            self._counters.joins_refused += 1
             raise Throttled("this room's waiting line is full; try again later", retry_after_ms=answer.retry_after_ms)
         self._counters.joins_queued += 1
         self._arm(channel, 0.0)
@@ -106,10 +108,6 @@ class JoinGate:
         raise Throttled(
             f"this room is busy: you are number {answer.position} in line", retry_after_ms=wait_ms, channel=str(channel), position=answer.position
         )
-
-    def _refuse(self, channel: int) -> None:
-        self._counters.joins_refused += 1
-        self._rooms.refused(channel)
 
     async def cooled(self, room: int) -> None:
         """``room`` is not protected any more: let its whole line in."""
