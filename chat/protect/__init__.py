@@ -4,8 +4,8 @@ per node, built by the composition root; the core reaches it only through :mod:`
 
 * :mod:`chat.protect.guard` — :class:`Protection`: builds the parts, applies dynamic settings on
   every change, runs the periodic tick, implements the core's ports, the ops view (snapshot, pins)
-* :mod:`chat.protect.rooms` — the hot-room detector, the critical-dependency switch, the reports
-  nodes exchange on the relay topic ``h:rates``, pins
+* :mod:`chat.protect.rooms` — the hot-room detector (rooms only are protected), the reports nodes
+  exchange on the relay topic ``h:rates``, pins
 * :mod:`chat.protect.breakers` — the store and the relay behind a circuit breaker each
 * :mod:`chat.protect.writes` — storage lanes (bot / hot / interactive) and the hot rooms' batch writer
 * :mod:`chat.protect.fanout` — coalesced fan-out and suppressed typing/presence (the hub's policy)

@@ -30,7 +30,7 @@ from chat.hot.breaker import Transition as BreakerTransition
 from chat.hot.detector import FETCH, JOIN, SEND, Transition
 from chat.hot.limits import RoomLimiter, lane_for
 from chat.hub import Hub
-from chat.models import Message, Page
+from chat.models import ChannelKind, Message, Page
 from chat.protect.breakers import GuardedRelay, GuardedStore
 from chat.protect.counters import Counters
 from chat.protect.fanout import FanoutGuard
@@ -86,7 +86,7 @@ class Protection:
         self.store: MessageStore = store
         self.relay: Relay = relay
         self._lines = lines
-        self.rooms = HotRooms(node_id=node_id, relay=relay, counters=self.counters, on_transition=self._transition, clock=clock)
+        self.rooms = HotRooms(node_id=node_id, relay=relay, counters=self.counters, on_transition=self._transition, is_room=self._is_room, clock=clock)
         self.writes = Writes(store, counters=self.counters, wait_s=wait_s, clock=clock)
         self.reads = HistoryCache(counters=self.counters, clock=clock, wait_s=wait_s)
         self.fanout = FanoutGuard(self.rooms, counters=self.counters, tap=self.reads.live, clock=clock)
@@ -122,6 +122,7 @@ class Protection:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        await self.rooms.close()
         self.fanout.close()
         await self.writes.close()
         await self.joins.close()
@@ -195,7 +196,7 @@ class Protection:
     # Transitions
 
     def _transition(self, transition: Transition) -> None:
-        if not transition.hot and not self.rooms.protected(transition.room):
+        if not transition.hot:
             self._cool(transition.room)
 
     def _cool(self, room: int) -> None:
@@ -205,22 +206,18 @@ class Protection:
         self._spawn(self.reads.forget(room))
         self._spawn(self.joins.cooled(room))
 
+    async def _is_room(self, channel: int) -> bool:
+        found = await self.store.get_channel(channel)
+        return found is not None and found.kind is ChannelKind.ROOM
+
     def _health(self, transition: BreakerTransition | None) -> None:
         if transition is None:
             return
         level = logging.WARNING if transition.new is not Health.HEALTHY else logging.INFO
         log.log(level, "%s: %s → %s (errors %.0f%%, slow %.0f%%)", transition.dependency, transition.old.value, transition.new.value,
                 transition.error_ratio * 100, transition.slow_ratio * 100)  # fmt: skip
-        if transition.dependency != self.store_breaker.dependency:
-            return
-        critical = transition.new is Health.CRITICAL
-        if self.rooms.critical and not critical:
-            self.rooms.critical = False
-            self.fanout.flush()  # rooms protected only because of it deliver their batches now
-            for room in self.reads.rooms():
-                if not self.rooms.protected(room):
-                    self._cool(room)
-        self.rooms.critical = critical
+        if transition.dependency == self.store_breaker.dependency:
+            self.rooms.critical = transition.new is Health.CRITICAL
 
     # The SendGuard port (chat.guards)
 

@@ -1,7 +1,11 @@
 """Which rooms this node protects, and the reports that give every node the cluster's view.
 
-A room is *protected* while the detector calls it hot (its rates, or an operator's pin) or while
-a dependency is CRITICAL (:attr:`HotRooms.critical`: then every room is).
+A channel is *protected* while the detector calls it hot (its rates, or an operator's pin) **and**
+it is a room. Every channel is counted, but only rooms — open, unbounded, the hot-room candidates
+of the protocol — get protection: a DM or a group (at most ``CHAT_GROUP_MAX_MEMBERS``) has a
+bounded fan-out, its clients are never sent batch frames, and a bot flooding one is held back by
+its lane. A channel's kind is looked up once, when it first turns hot, and remembered (it never
+changes); a lookup that fails is tried again at the next tick.
 
 **Reports.** Every node subscribes the relay topic ``h:rates`` (in embedded mode the in-process
 relay loops back, and the detector ignores its own node). Every 0.5 s a node whose detector has
@@ -14,9 +18,11 @@ so an operator's pin holds on every node that is up (a node started later does n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -32,6 +38,7 @@ from chat.relay.base import Relay
 log = logging.getLogger(__name__)
 
 REPORT_TOPIC = "h:rates"
+KINDS_REMEMBERED = 100_000  # channels whose kind (room or not) is remembered
 THROTTLED_FOR_S = 10.0  # a room counts as throttled this long after its last refusal (ops view)
 
 
@@ -52,8 +59,8 @@ class RoomView:
 
 
 class HotRooms(Listener):
-    """The detector of this node, its reports, pins and the critical switch (see the module docstring);
-    a listener of the reports topic."""
+    """The detector of this node, which hot channels are rooms, its reports and pins (see the
+    module docstring); a listener of the reports topic."""
 
     def __init__(
         self,
@@ -62,6 +69,7 @@ class HotRooms(Listener):
         relay: Relay,
         counters: Counters,
         on_transition: Callable[[Transition], None],
+        is_room: Callable[[int], Awaitable[bool]],
         thresholds: Thresholds | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -74,7 +82,12 @@ class HotRooms(Listener):
         self._clock = clock
         self._wall = wall  # only to show hot_since to people
         self.detector = HotDetector(thresholds, now=clock(), node_id=node_id)
-        # A dependency is CRITICAL: every room gets its protective settings.
+        self._is_room = is_room  # channel → whether it is a room (a store read; asked once per channel)
+        self._kinds: OrderedDict[int, bool] = OrderedDict()  # what it answered (LRU: kinds never change)
+        self._protected: set[int] = set()  # hot, and rooms
+        self._confirming: dict[int, Transition] = {}  # hot, kind not known yet
+        self._lookups: dict[int, asyncio.Task[None]] = {}  # channel → its kind being read
+        # The store's breaker is CRITICAL (shown to operators; requests fail fast in the breaker).
         self.critical = False
         self._refused: dict[int, float] = {}  # room → last refusal (only protected rooms refuse)
 
@@ -99,7 +112,7 @@ class HotRooms(Listener):
     # Queries and counting (the per-event path)
 
     def protected(self, room: int) -> bool:
-        return self.critical or self.detector.is_hot(room)
+        return room in self._protected
 
     def refused(self, room: int) -> None:
         """Something was refused to protect ``room`` (the ops view shows it as throttled)."""
@@ -113,6 +126,9 @@ class HotRooms(Listener):
             self._transition(transition)
         for room in [r for r, at in self._refused.items() if now - at > THROTTLED_FOR_S]:
             del self._refused[room]
+        for room, transition in list(self._confirming.items()):
+            if room not in self._lookups:
+                self._confirm(transition)  # its lookup failed: again
 
     async def report(self, now: float) -> None:
         """Tell the other nodes the local rates of this node's candidate rooms (none: say nothing)."""
@@ -132,13 +148,58 @@ class HotRooms(Listener):
         return True
 
     def _transition(self, transition: Transition) -> None:
+        room = transition.room
         if transition.hot:
-            self._counters.rooms_heated += 1
-        else:
-            self._counters.rooms_cooled += 1
-            self._refused.pop(transition.room, None)
-        log.info("room %d is %s (%s)", transition.room, "hot" if transition.hot else "no longer hot", transition.cause)
+            self._confirm(transition)
+            return
+        self._confirming.pop(room, None)
+        if room not in self._protected:
+            return  # it never was (not a room)
+        self._protected.discard(room)
+        self._counters.rooms_cooled += 1
+        self._refused.pop(room, None)
+        log.info("room %d is no longer hot (%s)", room, transition.cause)
         self._on_transition(transition)
+
+    def _confirm(self, transition: Transition) -> None:
+        """Protect a channel that turned hot once it is known to be a room."""
+        room = transition.room
+        kind = self._kinds.get(room)
+        if kind is None:
+            self._confirming[room] = transition
+            if room not in self._lookups:
+                task = self._lookups[room] = asyncio.ensure_future(self._look_up(room))
+                task.add_done_callback(lambda _: self._lookups.pop(room, None))
+            return
+        self._confirming.pop(room, None)
+        if kind and self.detector.is_hot(room) and room not in self._protected:
+            self._protected.add(room)
+            self._counters.rooms_heated += 1
+            log.info("room %d is hot (%s)", room, transition.cause)
+            self._on_transition(transition)
+
+    async def _look_up(self, room: int) -> None:
+        try:
+            kind = await self._is_room(room)
+        except ChatError as exc:
+            log.info("hot channel %d: its kind could not be read (%s); trying again", room, exc.message)
+            return
+        self._kinds[room] = kind
+        if len(self._kinds) > KINDS_REMEMBERED:
+            self._kinds.popitem(last=False)
+        transition = self._confirming.get(room)
+        if transition is not None:
+            self._confirm(transition)
+
+    async def confirmed(self) -> None:
+        """Returns once every kind being read is known (the rooms among the hot channels are protected)."""
+        await asyncio.gather(*(asyncio.shield(t) for t in list(self._lookups.values())), return_exceptions=True)
+
+    async def close(self) -> None:
+        tasks = list(self._lookups.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # Operators
 
@@ -146,6 +207,9 @@ class HotRooms(Listener):
         """Force ``room`` hot (True) or not (False) on every node that is up; None: follow its
         rates again. ValueError past the detector's pin limit."""
         self._apply_pin(room, hot, self._clock())
+        lookup = self._lookups.get(room)
+        if lookup is not None:
+            await asyncio.shield(lookup)  # in force here (if it is a room) when this returns
         await self._publish({"node": self._node_id, "pin": str(room), "hot": hot})
 
     def _apply_pin(self, room: int, hot: object, now: float) -> None:
@@ -165,7 +229,7 @@ class HotRooms(Listener):
                     room,
                     *state.rates,
                     local=state.local,
-                    hot=since is not None,
+                    hot=since is not None and room in self._protected,
                     hot_since_ms=None if since is None else int(wall_ms - (now - since) * 1000),
                     pinned=state.pinned,
                     throttled=room in self._refused,

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from chat.errors import Throttled
+from chat.models import Channel, ChannelKind
 from tests.support.protect import Bus, Clock, Sink, TestNode, settle, sqlite
 
 ROOM = 9009
@@ -18,6 +19,7 @@ ROOM = 9009
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[tuple[TestNode, Clock]]:
     clock, store = Clock(1000.5), await sqlite(tmp_path)
+    await store.create_channel(Channel(ROOM, ChannelKind.ROOM, "r", "owner", 0), ["owner"])
     node = await TestNode("n", Bus(), clock, store).start(hot_room_join_per_s=2)
     await node.protection.pin(ROOM, True)
     yield node, clock
