@@ -95,7 +95,6 @@ class Protection:
         self.bot_sends = KeyedLimiter(500.0, 1000)
         self.batching = True
         self.limits_on = True
-        self._config: ConfigStore | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -106,7 +105,6 @@ class Protection:
 
     async def start(self, hub: Hub, config: ConfigStore) -> None:
         """Follow ``config`` (read now, and on every change), join the reports topic, start the tick."""
-        self._config = config
         self.apply(config.snapshot().values)
         self._unsubscribe = config.subscribe(lambda snapshot: self.apply(snapshot.values))  # on the loop, within a second
         self.fanout.start(hub)
@@ -188,6 +186,9 @@ class Protection:
         history.fetches.per_s, history.fetches.burst = float(f["hot_room_fetch_per_s"]), int(f["hot_room_fetch_burst"])
         history.resize(int(f["hot_window_messages"]), int(f["hot_window_bytes"]))
         joins = self.joins
+        if joins.waiting_room and not f["hot_waiting_room"]:
+            for room in joins.lines():
+                self._spawn(joins.cooled(room))  # switched off: whoever waits is let in
         joins.waiting_room, joins.limits_on = bool(f["hot_waiting_room"]), self.limits_on
         budget = int(f["hot_room_join_per_s"])
         joins.rules = LineRules(budget, int(f["hot_waiting_max_queue"]), float(f["hot_ticket_ttl_s"]), float(f["hot_waiting_entry_ttl_s"]))

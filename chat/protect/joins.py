@@ -64,6 +64,7 @@ class JoinGate:
         self.rules = LineRules(budget_per_s=20)
         self.limiter = RoomLimiter(per_s=20.0, burst=20)  # used with the waiting room off
         self._timers: dict[int, asyncio.TimerHandle] = {}  # room → its next admission pass
+        self._queued_in: set[int] = set()  # rooms in whose line this node put someone
         self._passes: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
@@ -102,6 +103,7 @@ class JoinGate:
             self._counters.joins_refused += 1
             raise Throttled("this room's waiting line is full; try again later", retry_after_ms=answer.retry_after_ms)
         self._counters.joins_queued += 1
+        self._queued_in.add(channel)
         self._arm(channel, 0.0)
         await self._tell(user, "waiting", {"channel": str(channel), "position": answer.position})
         wait_ms = retry_ms(answer.position / max(self.rules.budget_per_s, 1))
@@ -109,8 +111,13 @@ class JoinGate:
             f"this room is busy: you are number {answer.position} in line", retry_after_ms=wait_ms, channel=str(channel), position=answer.position
         )
 
+    def lines(self) -> list[int]:
+        """Rooms in whose line this node put someone (and has not let in at once since)."""
+        return list(self._queued_in)
+
     async def cooled(self, room: int) -> None:
-        """``room`` is not protected any more: let its whole line in."""
+        """``room`` is not protected any more (or the waiting room was switched off): let its whole line in."""
+        self._queued_in.discard(room)
         handle = self._timers.pop(room, None)
         if handle is not None:
             handle.cancel()

@@ -96,3 +96,16 @@ async def test_with_the_waiting_room_off_a_hot_rooms_joins_are_limited_per_secon
     assert refused.value.retry_after_ms is not None and "position" not in refused.value.extra
     clock.now += 0.5
     await gate.join("c", ROOM, None)
+
+
+async def test_switching_the_waiting_room_off_lets_its_line_in(node: tuple[TestNode, Clock]) -> None:
+    n, _ = node
+    sinks = await frames_of(n, ["a", "b", "c", "d"])
+    for user in sinks:
+        try:
+            await n.protection.joins.join(user, ROOM, None)
+        except Throttled:
+            pass
+    await n.config.set({"hot_waiting_room": False})
+    await settle()
+    assert all(any(f["op"] == "admitted" for f in told(sinks[u])) for u in ("c", "d"))
