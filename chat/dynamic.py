@@ -8,8 +8,9 @@ refused with the reason and nothing is applied. docs/operations.md says what ope
 each group.
 
 The hot-room groups mirror the settings dataclasses of ``chat.hot`` field by field (a key is the
-group's prefix + the field's name, the default is the field's default), so the pure modules stay
-the one place a default lives; :func:`values` builds those dataclasses from a snapshot.
+group's prefix + the field's name, the default is the field's default — but for the relay's
+breaker, see ``_RELAY_BREAKER``), so the pure modules stay the one place a default lives;
+:func:`values` builds those dataclasses from a snapshot.
 """
 
 from __future__ import annotations
@@ -110,11 +111,16 @@ _OWN: list[Setting] = [
 ]
 
 
-def _from_dataclass(cls: type[Any], prefix: str, specs: Mapping[str, _Spec]) -> list[Setting]:
+# The relay's breaker recovers within a second of Redis answering again: a publish is cheap to
+# try (the relay bounds it itself), and every message refused meanwhile is announced as a gap.
+_RELAY_BREAKER = {"open_s": 0.5, "max_open_s": 1.0, "probes": 1}
+
+
+def _from_dataclass(cls: type[Any], prefix: str, specs: Mapping[str, _Spec], defaults: Mapping[str, Value] | None = None) -> list[Setting]:
     out = []
     for f in fields(cls):
         minimum, maximum, doc = specs[f.name]
-        default = f.default
+        default = (defaults or {}).get(f.name, f.default)
         assert default is not MISSING, f"{cls.__name__}.{f.name} needs a default"
         out.append(Setting(prefix + f.name, type(default), default, doc, minimum=minimum, maximum=maximum))
     return out
@@ -169,7 +175,7 @@ SCHEMA = Schema(
         *_from_dataclass(Thresholds, "", _THRESHOLDS),
         *_OWN,
         *_from_dataclass(BreakerConfig, "cassandra_breaker_", _BREAKER),
-        *_from_dataclass(BreakerConfig, "redis_breaker_", _BREAKER),
+        *_from_dataclass(BreakerConfig, "redis_breaker_", _BREAKER, _RELAY_BREAKER),
         *_from_dataclass(LaneConfig, "lane_", _LANES),
         *_from_dataclass(BatcherConfig, "batch_", _BATCHER),
         *_from_dataclass(CoalescerConfig, "coalesce_", _COALESCER),

@@ -15,9 +15,12 @@ reports a *stall* — ``stall_requests`` such calls and no answer at all for ``s
 turns the breaker CRITICAL at once: a frozen store is shielded about ``slow_s`` (+ one tick)
 after it froze, as soon as a few requests are waiting on it.
 
-:class:`GuardedRelay` does the same for publishes (``hand_off``/``publish``); subscriptions pass
-through (the relay reconnects them itself). While the relay's breaker is CRITICAL a message is
-still stored and acked, and its channel's gap is announced once Redis takes publishes again.
+:class:`GuardedRelay` does the same for publishes (``hand_off``/``publish``) that the relay took:
+a publish it refuses at once is not counted (the relay knows Redis is away, fails fast by itself
+and reconnects, taking publishes again the moment it is back); one taken and then failed, timed
+out or slow is — a Redis that stops answering is what the breaker is for. Subscriptions pass
+through. While the relay's breaker is CRITICAL a message is still stored and acked, and its
+channel's gap is announced once Redis takes publishes again.
 """
 
 from __future__ import annotations
@@ -202,7 +205,7 @@ class GuardedRelay(_Guarded):
         try:
             confirmation = self.inner.hand_off(topic, payload)  # taken now, in call order
         except Unavailable:
-            self._done(token, False)
+            self._gone(token)  # refused at once: the relay knows Redis is away and reconnects by itself
             raise
         return self._confirmed(token, confirmation)
 
