@@ -42,17 +42,19 @@ class RedisWaitingRooms:
         connect_timeout_s: float = 1.0,
         socket_timeout_s: float = 1.5,
         # Limits
-        max_connections: int = 4,
+        max_connections: int = 16,
         max_steps: int = 10_000,
     ) -> None:
         self._prefix = prefix  # namespace of every key (tests isolate themselves with it)
         self._clock = clock  # tests only: seconds; None: the Redis server's clock
         self._call_timeout_s = connect_timeout_s + socket_timeout_s
         self._max_steps = max_steps  # places one admission pass looks at (lapsed ones are skipped)
+        # A burst of joins (hundreds at once, each one short script) waits for a free connection
+        # within the call's own bound rather than failing after the connect timeout.
         self._pool = BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=connect_timeout_s,
+            timeout=self._call_timeout_s,
             client_name="chat-waiting",
             decode_responses=True,
             socket_connect_timeout=connect_timeout_s,
