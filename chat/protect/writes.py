@@ -2,8 +2,8 @@
 
 **Lanes** (:class:`~chat.hot.limits.Lanes`). Every send takes one unit of its lane before its
 ID is minted: bots' sends (role ``bot``) the bot lane, a hot room's the hot lane, the rest the
-interactive lane. While the budget allows, a send passes at once (one future, set before anyone
-awaits it); otherwise it waits in its lane, FIFO, and the scheduler hands the budget out by the
+interactive lane. While nothing waits and the budget allows, a send passes at once (one call, no
+future); otherwise it waits in its lane, FIFO, and the scheduler hands the budget out by the
 lanes' weights, bots and hot rooms never above their capped share. A full lane refuses at once:
 bots get ``rate_limited``, hot rooms ``throttled``, interactive chat ``unavailable`` — with the
 time the lane's backlog takes as ``retry_after_ms``. A wait is bounded by ``wait_s``
@@ -99,8 +99,11 @@ class Writes:
 
     def enter(self, lane: Lane) -> Awaitable[None] | None:
         """Take one unit of ``lane``: None (go now), an awaitable (wait, bounded), or raise (the lane is full)."""
+        now = self._clock()
+        if self.lanes.admit(lane, now):
+            return None  # nothing waits anywhere and the budget allows: the quiet node's path
         future = asyncio.get_running_loop().create_future()
-        refused = self.lanes.offer(lane, future, self._clock())
+        refused = self.lanes.offer(lane, future, now)
         if refused is not None:
             self._counters.lane_refused += 1
             kind, text = _FULL_LANE[lane]
