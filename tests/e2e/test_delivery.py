@@ -5,6 +5,7 @@ a slow reader is told to ``resync`` instead of slowing anyone else down."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import socket
 from typing import Any
@@ -177,6 +178,10 @@ async def test_slow_reader_gets_resync_while_a_fast_reader_keeps_up(fresh_server
             "CHAT_REPLAY_CAP": "100000",
         }
     )
+    # A flood of 2,000 messages into one room on purpose: hot-room protection would (rightly)
+    # throttle it, so this node's dynamic settings never call a room hot.
+    server.data_dir.mkdir(parents=True, exist_ok=True)
+    (server.data_dir / "config.json").write_text(json.dumps({"hot_send_per_s": 1e6, "hot_fanout_per_s": 1e9}))
     server.start()
     alice, fast_user, slow_user = uid("alice"), uid("fast"), uid("slow")
     channel = open_channel(server, "room", [alice, fast_user, slow_user])
