@@ -47,7 +47,11 @@ SETTINGS = {
 }
 MEMBERS, HOT_RATE, BURST_S, QUIET_RATE = 200, 100.0, 6.0, 20.0
 SETTLE_S = 1.0  # after both nodes flagged the room: the backlog of the unprotected first moments drains
-FLOOR_S = 0.05  # latency comparisons: "2× the baseline", or the baseline + this on a shared, busy machine
+# Latency comparisons: "2× the baseline", or the baseline + this. The figures themselves are
+# bench.hot_room's (BENCHMARKS.md); here the check is only for the failure mode, which costs the
+# other room seconds (0.5-2.2 s measured unprotected), while scheduling on two shared cores alone
+# moves a p99 of tens of ms by ~0.1 s.
+FLOOR_S = 0.25
 
 
 @dataclass
@@ -235,7 +239,9 @@ async def test_a_burst_of_joins_waits_in_line_and_is_admitted_in_order_within_th
                 headers = {"Authorization": f"Bearer {server.token(users[i])}"}
                 return await http.post(f"{server.http_url}/v1/channels/{room}/members", json=body, headers=headers)
 
-            first = await asyncio.gather(*(join(i) for i in range(len(users))))  # 100 joins within a second
+            started = time.monotonic()
+            first = await asyncio.gather(*(join(i) for i in range(len(users))))  # 100 joins, as fast as they go
+            took = time.monotonic() - started
             for user, r in zip(users, first, strict=True):
                 assert r.status_code in (200, 429), r.text
                 if r.status_code == 429:
@@ -243,7 +249,9 @@ async def test_a_burst_of_joins_waits_in_line_and_is_admitted_in_order_within_th
                     assert error["code"] == "throttled" and error["retry_after_ms"] >= 1 and error["position"] >= 1
                     positions[user] = error["position"]
             admitted_now = [u for u, r in zip(users, first, strict=True) if r.status_code == 200]
-            assert len(admitted_now) <= SETTINGS["hot_room_join_per_s"] and len(positions) >= 80
+            # The budget is a rate: a burst's worth at once, then per second while the joins keep coming.
+            allowed = SETTINGS["hot_room_join_per_s"] * (1 + took)
+            assert len(admitted_now) <= allowed and len(positions) >= len(users) - allowed, (len(admitted_now), took)
 
             def admitted(s: Reader) -> dict[str, object] | None:
                 return next((f for f in s.other if f["op"] == "admitted"), None)

@@ -109,6 +109,33 @@ class WsClient:
                 out.append(frame["message"])
         return out
 
+    async def follow(self, channel: str, count: int, since: str, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+        """The next ``count`` messages of ``channel`` as a client that follows the protocol reads
+        them: a ``resync`` (it may come more than once) is answered by subscribing again from the
+        last message seen, starting at ``since``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        out: list[dict[str, Any]] = []
+        others: list[dict[str, Any]] = []
+        last = since
+        try:
+            while len(out) < count:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError(f"{len(out)} of {count} messages of {channel} within {timeout}s; other frames: {others[-5:]}")
+                frame = self.backlog.pop(0) if self.backlog else await self._read(remaining)
+                if frame.get("op") == "message" and frame["message"]["channel"] == channel:
+                    out.append(frame["message"])
+                    last = frame["message"]["id"]
+                elif frame.get("op") == "resync" and frame.get("channel") == channel:
+                    reply = await self.request("subscribe", channels=[channel], since={channel: last}, timeout=remaining)
+                    assert reply["op"] == "subscribed", reply
+                else:
+                    others.append(frame)
+        finally:
+            self.backlog[:0] = others
+        return out
+
     async def drain_nothing(self, timeout: float = 0.3) -> list[dict[str, Any]]:
         """Whatever arrives within ``timeout`` (used to assert that nothing more comes)."""
         got = list(self.backlog)
