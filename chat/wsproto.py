@@ -16,7 +16,7 @@ handshake, parsing, pings and closing, and adds, for an accepted socket whose ap
 * **memory**: the handshake's request and response objects are dropped once accepted.
 
 It relies on these internals of ``uvicorn.protocols.websockets.websockets_sansio_impl`` (pinned
-in pyproject.toml; ``tests/unit/test_wsproto.py`` fails if they move): the attributes
+in pyproject.toml; ``tests/unit/test_direct_path.py`` fails if they move): the attributes
 ``transport``, ``conn``, ``scope``, ``frames``, ``curr_msg_data_type``, ``close_sent``,
 ``disconnected``, ``handshake_complete``, ``request``, ``response``, ``logger`` and the
 methods ``handle_connect``, ``send_receive_event_to_app``, ``pause_writing``, ``resume_writing``,
