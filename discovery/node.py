@@ -49,6 +49,7 @@ class DiscoverySettings:
     url: str  # the WebSocket URL clients reach this node at (…/v1/ws)
     data_dir: Path
     capacity: int = 10_000  # connections this node is sized for; it is never assigned more
+    version: str = ""  # the node's software version, shown in the registry to operators
     worker_id: int = 0  # embedded mode only: ZooKeeper leases one
     zookeeper_hosts: str = ""  # "host:port,…[/chroot]"; empty: embedded
     root: str = "/chat"  # znode under the chroot that holds nodes, workers, config, elections
@@ -117,7 +118,7 @@ class Discovery:
             await self.conn.start()
         worker_id = await self.lease.acquire()
         await self.config.start()
-        await self.registry.start(NodeInfo(s.node_id, s.url, s.capacity, 0, False, time.time_ns() // 1_000_000))
+        await self.registry.start(NodeInfo(s.node_id, s.url, s.capacity, 0, False, time.time_ns() // 1_000_000, s.version))
         log.info("discovery ready: node %s, worker %d, %s", s.node_id, worker_id, "ZooKeeper " + s.zookeeper_hosts if self.conn else "embedded")
 
     async def election(self, name: str) -> LeaderElection:
