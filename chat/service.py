@@ -28,6 +28,7 @@ from chat.access import Access
 from chat.errors import ChatError, RateLimited, Unavailable
 from chat.gaps import GapAnnouncer
 from chat.ids import timestamp_ms
+from chat.metrics.counters import MessageCounters
 from chat.minter import IdMinter
 from chat.models import Message, Page, Principal
 from chat.ratelimit import KeyedLimiter
@@ -90,10 +91,13 @@ class MessageService:
         minter: IdMinter,
         access: Access,
         limits: MessageLimits,
+        counters: MessageCounters | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_stored: Callable[[Message], None] | None = None,
     ) -> None:
         self._store = store
+        # What the message path did (metrics): plain ints and two cheap histograms.
+        self.counters = counters if counters is not None else MessageCounters()
         self._relay = relay
         self._minter = minter
         self._access = access
@@ -115,6 +119,11 @@ class MessageService:
         """Channels with a stored message whose publish failed and whose gap is not yet announced."""
         return self._gaps.owed
 
+    @property
+    def gaps_announced(self) -> int:
+        """Gap announcements published since the node started."""
+        return self._gaps.announced
+
     async def send(self, principal: Principal, command: commands.Send) -> tuple[Message, bool]:
         """Store and publish a message; returns ``(message, created)`` (False on an idempotent retry).
 
@@ -123,7 +132,8 @@ class MessageService:
         one is (written in order), not once it is confirmed: a hot channel is not held to one
         broker round trip per message.
         """
-        channel = command.channel
+        channel, counters = command.channel, self.counters
+        started = time.perf_counter()
         wait_s = self._user_sends.take(principal.user, self._clock())
         if wait_s:
             raise RateLimited("you are sending too fast", retry_after_ms=int(wait_s * 1000) + 1)
@@ -132,8 +142,11 @@ class MessageService:
         slot = self._sequencer.join(channel, message_id)  # no await since minting: ID order
         try:
             message = Message(message_id, channel, principal.user, command.text, timestamp_ms(message_id), command.client_msg_id)
+            store_started = time.perf_counter()
             stored, created = await self._store.insert_message(message)
+            counters.store_seconds.observe(time.perf_counter() - store_started)
             if not created:
+                counters.deduplicated += 1
                 # A retry. If this process minted the original, it published it (or announced a
                 # gap). If another node — or this one before a restart — did, it may have died
                 # between storing and publishing: announce a gap (the channel's sockets resync
@@ -146,12 +159,14 @@ class MessageService:
                         # delivered already comes again with the same Idempotency-Key.
                         self._on_stored(stored)
                 return stored, False
+            counters.stored += 1
             self._sequencer.ready(slot, _relay_payload(stored))
             if self._on_stored is not None:
                 self._on_stored(stored)  # O(1): queued for chat.notify, never awaited here
             confirmed = await self._sequencer.handed(slot, self._limits.store_timeout_s)
             if confirmed is not None:
                 await self._confirm(confirmed, channel)
+            counters.send_seconds.observe(time.perf_counter() - started)
             return stored, True
         finally:
             self._sequencer.ready(slot, None)  # failed, duplicate or cancelled: the channel's queue moves on
@@ -177,6 +192,7 @@ class MessageService:
         # Stored is what counts: subscribers recover it from the store on resync. Debug only:
         # the relay warns once per outage, not once per message.
         log.debug("relay publish failed for a message of channel %d; it is stored", channel)
+        self.counters.publish_failures += 1
         self._gaps.missed(channel)
 
     async def history(self, principal: Principal, command: commands.History) -> Page:
