@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -25,24 +26,31 @@ from starlette.staticfiles import StaticFiles
 
 from chat import api, auth, dynamic, startup
 from chat.access import Access
+from chat.accesslog import AccessLog
 from chat.api import ApiSettings, HttpApi
 from chat.browser import BrowserGuard, Origins
 from chat.channels import ChannelService
 from chat.config import Settings
-from chat.errors import ChatError, ExitCode
+from chat.errors import ChatError, ExitCode, translate
 from chat.handlers import Gateway, GatewaySettings
 from chat.http import Authenticator
 from chat.hub import Hub
+from chat.metrics.collector import Sources, registry
+from chat.metrics.counters import HttpCounters, WireCounters
+from chat.metrics.endpoint import MetricsEndpoint
+from chat.metrics.looplag import LoopLag
 from chat.minter import IdMinter
 from chat.node import Node, NodeSettings
 from chat.notify.notifier import ELECTION as NOTIFIER_ELECTION
 from chat.notify.notifier import build_notifier
 from chat.ops_api import OpsApi
+from chat.ops_view import OpsSources, OpsView
 from chat.ratelimit import AddGuard, KeyedLimiter
 from chat.relay.base import Relay
 from chat.service import MessageLimits, MessageService
 from chat.session import SessionLimits
 from chat.store.base import MessageStore
+from chat.version import node_version
 from chat.watchers import PresenceFanout
 from chat.ws import WebSocketEndpoint
 from discovery.errors import DiscoveryError
@@ -90,6 +98,7 @@ def build_discovery(settings: Settings) -> Discovery:
             session_timeout_s=settings.zookeeper_session_timeout_s,
             epsilon=settings.assign_epsilon,
             pending_ttl_s=settings.assign_pending_ttl_s,
+            version=node_version(),
             # Embedded: a short reservation, so a restart after a crash waits at most ~2 s
             # for the clock to pass it (the minter waits that out instead of refusing).
             reserve_ahead_ms=10_000 if zookeeper else 2_000,
@@ -120,6 +129,7 @@ class Parts:
     messages: MessageService
     channels: ChannelService
     gateway: Gateway
+    metrics: CollectorRegistry  # what /metrics exports
 
 
 def create_app(
@@ -198,7 +208,26 @@ def create_app(
             max_message_chars=settings.max_message_chars,
             group_max_members=settings.group_max_members,
         ),
-        dev_tokens=(lambda user: auth.issue_token(settings, user, ttl_s=api.DEV_TOKEN_TTL_S)) if settings.dev_login_enabled else None,
+        dev_tokens=(lambda user, roles: auth.issue_token(settings, user, roles=roles, ttl_s=api.DEV_TOKEN_TTL_S)) if settings.dev_login_enabled else None,
+    )
+    # Metrics: the parts count in plain ints (wire, messages, http); one collector reads them
+    # when /metrics is scraped, with the event-loop lag timer and the process's own figures.
+    wire, http_errors, lag = WireCounters(), HttpCounters(), LoopLag()
+    metrics = registry(
+        Sources(
+            node_id=settings.node_id,
+            version=node_version(),
+            capacity=settings.capacity,
+            node=node,
+            view=discovery.registry.view,
+            wire=wire,
+            messages=messages.counters,
+            gaps_owed=lambda: messages.gaps_owed,
+            gaps_announced=lambda: messages.gaps_announced,
+            http=http_errors,
+            presence=presence.stats,
+            lag=lag,
+        )
     )
     websocket = WebSocketEndpoint(
         auth=authenticator,
@@ -207,6 +236,13 @@ def create_app(
         limits=session_limits(settings),
         handshakes=KeyedLimiter(settings.handshake_per_s, settings.handshake_burst),
         max_sockets_per_user=settings.user_max_sockets,
+        counters=wire,
+    )
+    ops_view = OpsView(
+        OpsSources(node_id=settings.node_id, node=node, view=discovery.registry.view, config=discovery.config, wire=wire, messages=messages.counters, lag=lag)
+    )
+    metrics_endpoint = MetricsEndpoint(
+        registry=metrics, auth=authenticator, token=settings.metrics_token, trust_loopback=settings.environment != "production"
     )
 
     @contextlib.asynccontextmanager
@@ -233,6 +269,8 @@ def create_app(
                 await notifier.start(await discovery.election(NOTIFIER_ELECTION))
                 stack.push_async_callback(notifier.close)  # after the sockets, before presence and the store
             stack.push_async_callback(node.drain)  # runs first on the way out
+            lag.start()
+            stack.callback(lag.stop)
             log.info("node %s ready at %s (store=%s relay=%s)", settings.node_id, settings.ws_url, type(store).__name__, type(relay).__name__)
             yield
 
@@ -244,21 +282,43 @@ def create_app(
             Route("/", index, methods=["GET"]),
             WebSocketRoute("/v1/ws", websocket.serve),
             *http_api.routes(),
-            *OpsApi(auth=authenticator, config=discovery.config).routes(),
+            *OpsApi(auth=authenticator, config=discovery.config, view=ops_view).routes(),
+            *metrics_endpoint.routes(),
             Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
         ],
-        middleware=[Middleware(BrowserGuard, origins=Origins(settings.allowed_origins))],
+        middleware=[
+            Middleware(AccessLog, enabled=settings.access_log),  # outermost: it times and logs every answer
+            Middleware(BrowserGuard, origins=Origins(settings.allowed_origins)),
+        ],
         exception_handlers={
-            ChatError: api.chat_error_handler,
-            DiscoveryError: api.chat_error_handler,
-            PresenceUnavailable: api.chat_error_handler,
-            HTTPException: api.http_error_handler,
-            Exception: api.internal_error_handler,
+            ChatError: counted(api.chat_error_handler, http_errors),
+            DiscoveryError: counted(api.chat_error_handler, http_errors),
+            PresenceUnavailable: counted(api.chat_error_handler, http_errors),
+            HTTPException: counted(api.http_error_handler, http_errors),
+            Exception: counted(api.internal_error_handler, http_errors),
         },
         lifespan=lifespan,
     )
-    app.state.parts = Parts(node=node, hub=hub, messages=messages, channels=channels, gateway=gateway)
+    app.state.parts = Parts(node=node, hub=hub, messages=messages, channels=channels, gateway=gateway, metrics=metrics)
     return app
+
+
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def counted(handler: ErrorHandler, counters: HttpCounters) -> ErrorHandler:
+    """``handler``, counting each error response by its protocol code (for /metrics)."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        response = await handler(request, exc)
+        counters.count(translate(exc).code if not isinstance(exc, HTTPException) else _http_code(exc.status_code))
+        return response
+
+    return handle
+
+
+def _http_code(status: int) -> str:
+    return {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "bad_request"}.get(status, "bad_request")
 
 
 def discovery_failure(settings: Settings) -> tuple[ExitCode, str]:
