@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -97,13 +97,14 @@ def formatter(kind: str) -> logging.Formatter:
     return JsonFormatter() if kind == "json" else TextFormatter()
 
 
-def configure(*, kind: str, level: str, node_id: str) -> logging.Handler:
-    """Log every record of the process through one stderr handler in format ``kind``.
+def configure(*, kind: str, level: str, node_id: str, stream: TextIO | None = None) -> logging.Handler:
+    """Log every record of the process through one handler (on ``stream``, stderr by default)
+    in format ``kind``.
 
     Replaces the root logger's handlers (``logging.basicConfig`` is not used) and makes
     uvicorn's loggers propagate to it; call before ``uvicorn.Config``, which is told not to
     configure logging itself (chat/server.py). Returns the handler."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(formatter(kind))
     handler.addFilter(ContextFilter(node_id))
     root = logging.getLogger()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import logging
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,19 +21,19 @@ TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
 
 @pytest.fixture
 def captured() -> Iterator[tuple[io.StringIO, logging.Handler]]:
-    """A handler configured like the node's, writing to a buffer; the root logger restored after."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
+    """Logging configured as the node does it, into a buffer; every logger it touched restored after."""
+    touched = [logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access")]
+    saved = [(logger, list(logger.handlers), logger.level, logger.propagate) for logger in touched]
     buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.addFilter(logsetup.ContextFilter("node-1"))
-    root.handlers = [handler]
-    root.setLevel(logging.INFO)
     try:
+        handler = logsetup.configure(kind="json", level="info", node_id="node-1", stream=buffer)
+        for logger in touched[1:]:
+            logger.setLevel(logging.INFO)  # as uvicorn.Config sets them
         yield buffer, handler
     finally:
-        root.handlers, _ = saved
-        root.setLevel(saved[1])
+        for logger, handlers, level, propagate in saved:
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
 
 
 def lines(buffer: io.StringIO) -> list[str]:
@@ -93,19 +92,11 @@ def test_text_lines_read_at_a_glance(captured: tuple[io.StringIO, logging.Handle
     assert " ".join(message) == "draining: 3 sockets"
 
 
-def test_configure_routes_uvicorn_through_the_one_handler() -> None:
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    uvicorn_error = logging.getLogger("uvicorn.error")
-    saved_uvicorn = (list(uvicorn_error.handlers), uvicorn_error.propagate)
-    try:
-        handler = logsetup.configure(kind="json", level="info", node_id="n-7")
-        assert root.handlers == [handler] and handler.stream is sys.stderr
-        assert uvicorn_error.handlers == [] and uvicorn_error.propagate is True
-    finally:
-        root.handlers, _ = saved
-        root.setLevel(saved[1])
-        uvicorn_error.handlers, uvicorn_error.propagate = saved_uvicorn
+def test_configure_routes_uvicorn_through_the_one_handler(captured: tuple[io.StringIO, logging.Handler]) -> None:
+    _, handler = captured
+    assert [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler] == [handler]  # (pytest adds its own)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        assert logging.getLogger(name).handlers == [] and logging.getLogger(name).propagate is True
 
 
 def test_a_failed_start_is_one_json_line_with_its_exit_code() -> None:
