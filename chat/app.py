@@ -227,6 +227,7 @@ def create_app(
             http=http_errors,
             presence=presence.stats,
             lag=lag,
+            notifier=notifier,
         )
     )
     websocket = WebSocketEndpoint(

@@ -27,6 +27,7 @@ from chat.metrics.counters import Histogram, HttpCounters, MessageCounters, Wire
 if TYPE_CHECKING:
     from chat.metrics.looplag import LoopLag
     from chat.node import Node
+    from chat.notify.notifier import Notifier
     from discovery.registry.base import RegistryView
     from presence.tracker import TrackerStats
 
@@ -68,6 +69,7 @@ class Sources:
     http: HttpCounters
     presence: Callable[[], TrackerStats]
     lag: LoopLag
+    notifier: Notifier | None = None  # offline notifications (None: no webhook configured, no families)
 
 
 class ChatCollector(Collector):
@@ -81,6 +83,7 @@ class ChatCollector(Collector):
         yield from self._sockets()
         yield from self._messages()
         yield from self._presence()
+        yield from self._notifications()
         yield histogram("chat_event_loop_lag_seconds", "How late a timer due every 0.25 s fired: time the loop spent without yielding", self._s.lag.histogram)
 
     def _node(self) -> Iterator[Metric]:
@@ -146,6 +149,16 @@ class ChatCollector(Collector):
         yield CounterMetricFamily("chat_presence_flushes", "Presence store writes (one round trip each)", value=stats.flushes)
         yield CounterMetricFamily("chat_presence_flush_failures", "Presence store writes that failed (retried)", value=stats.failed_flushes)
         yield CounterMetricFamily("chat_presence_dropped", "Presence events dropped because too many were waiting", value=stats.dropped)
+
+    def _notifications(self) -> Iterator[Metric]:
+        notifier = self._s.notifier
+        if notifier is None:
+            return
+        enqueuer, deliverer = notifier.enqueuer, notifier.deliverer
+        yield CounterMetricFamily("chat_notify_enqueued", "Offline notifications put in the outbox", value=enqueuer.enqueued)
+        yield CounterMetricFamily("chat_notify_dropped", "Stored messages never checked for notifications (queue full or closing)", value=enqueuer.dropped)
+        yield CounterMetricFamily("chat_notify_delivered", "Notifications the webhook accepted (2xx), sent by this node", value=deliverer.delivered)
+        yield CounterMetricFamily("chat_notify_given_up", "Notifications dropped after their last attempt or past their age", value=deliverer.given_up)
 
 
 def registry(sources: Sources) -> CollectorRegistry:
