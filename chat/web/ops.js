@@ -313,6 +313,7 @@ function renderSettings(config) {
   state.settings = config.settings;
   state.values = { ...config.config };
   $("settings-empty").hidden = config.settings.length > 0;
+  $("settings-form").hidden = config.settings.length === 0;
   $("settings-fields").replaceChildren(
     ...config.settings.map((s) => {
       const id = `setting-${s.key}`;
