@@ -98,5 +98,6 @@ def test_the_dashboard_uses_its_datasource_variable_everywhere() -> None:
 
 def test_the_name_check_sees_what_it_must() -> None:
     """The check above is only as good as this parse: names in every position, nothing else."""
-    expr = 'histogram_quantile(0.99, sum by (instance, le) (rate(chat_x_bucket{job="chat", code=~"a|b"}[5m]))) > 0.1 and chat_y / chat_z > 2 or up{job="chat"} == 0'
+    expr = 'histogram_quantile(0.99, sum by (instance, le) (rate(chat_x_bucket{job="chat", code=~"a|b"}[5m]))) > 0.1'
+    expr += ' and chat_y / chat_z > 2 or up{job="chat"} == 0'
     assert referenced(expr) == {"chat_x_bucket", "chat_y", "chat_z", "up"}
