@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
 from chat.config import ConfigError, Settings, from_env
 from chat.errors import ExitCode, StartupError
@@ -32,7 +33,7 @@ def _settings(*, create_dev_secret: bool = True, json_errors: bool = False) -> S
     return settings
 
 
-def _wants_json_logs(env: os._Environ[str]) -> bool:
+def _wants_json_logs(env: Mapping[str, str]) -> bool:
     """What CHAT_LOG_FORMAT would choose, read raw (for a configuration that did not parse)."""
     chosen = env.get("CHAT_LOG_FORMAT", "").strip().lower()
     return chosen == "json" or (not chosen and env.get("CHAT_ENV", "").strip().lower() == "production")

@@ -54,14 +54,15 @@ class OpsEvents:
         self._streams[user] = self._streams.get(user, 0) + 1
         return _Stream(self, user)
 
-    def _release(self, user: str) -> None:
+    def release(self, user: str) -> None:
+        """A stream of ``user`` ended: its slot is free again."""
         left = self._streams.get(user, 0) - 1
         if left > 0:
             self._streams[user] = left
         else:
             self._streams.pop(user, None)
 
-    async def _events(self, send: Send, gone: asyncio.Event) -> None:
+    async def pump(self, send: Send, gone: asyncio.Event) -> None:
         """Send a snapshot every interval until the client goes or the stream's time is up."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + MAX_STREAM_S
@@ -94,9 +95,9 @@ class _Stream(Response):
             headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-store"), (b"x-accel-buffering", b"no")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             with contextlib.suppress(TimeoutError, OSError):
-                await self._feed._events(send, gone)
+                await self._feed.pump(send, gone)
                 async with asyncio.timeout(WRITE_TIMEOUT_S):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
-            self._feed._release(self._user)
+            self._feed.release(self._user)

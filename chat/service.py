@@ -163,10 +163,13 @@ class MessageService:
             self._sequencer.ready(slot, _relay_payload(stored))
             if self._on_stored is not None:
                 self._on_stored(stored)  # O(1): queued for chat.notify, never awaited here
+            stored_at = time.perf_counter()
             confirmed = await self._sequencer.handed(slot, self._limits.store_timeout_s)
             if confirmed is not None:
                 await self._confirm(confirmed, channel)
-            counters.send_seconds.observe(time.perf_counter() - started)
+            done = time.perf_counter()
+            counters.publish_seconds.observe(done - stored_at)
+            counters.send_seconds.observe(done - started)
             return stored, True
         finally:
             self._sequencer.ready(slot, None)  # failed, duplicate or cancelled: the channel's queue moves on

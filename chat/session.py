@@ -312,10 +312,7 @@ class Session:
             return  # writable() brings us back
         frames = delivery.drain(MAX_WRITE_BYTES)
         if frames:
-            data = frames[0].wire if len(frames) == 1 else b"".join([f.wire for f in frames])
-            self._counters.writes += 1
-            self._counters.bytes_out += len(data)
-            if not direct.write(data):
+            if not direct.write(frames[0].wire if len(frames) == 1 else b"".join([f.wire for f in frames])):
                 self._closing = True
                 self._room.set()
                 self._resolve_flushed()
@@ -346,8 +343,6 @@ class Session:
                     continue
                 for frame in frames:
                     await send(frame.text)
-                    self._counters.writes += 1
-                    self._counters.bytes_out += len(frame)
                     delivery.written(1, len(frame))
                     if not self._room.is_set() and delivery.has_room():
                         self._room.set()

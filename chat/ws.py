@@ -13,7 +13,6 @@ from chat.errors import ChatError, RateLimited, Unavailable
 from chat.flusher import Flusher
 from chat.handlers import Gateway
 from chat.http import Authenticator, deny_websocket
-from chat.metrics.counters import HANDSHAKE_REFUSALS as REFUSALS
 from chat.metrics.counters import WireCounters
 from chat.node import Node
 from chat.ratelimit import KeyedLimiter
@@ -83,16 +82,16 @@ class WebSocketEndpoint:
         self.counters = counters if counters is not None else WireCounters()
 
     async def serve(self, websocket: WebSocket) -> None:
-        reason = REFUSALS[0]
+        reason = "address_rate"  # why it is refused, if it is (one of HANDSHAKE_REFUSALS: the metrics label)
         try:
             self._admit(websocket)
-            reason = REFUSALS[1]
+            reason = "unauthorized"
             principal = self._auth.websocket(websocket)
             if self._node.draining:
-                reason = REFUSALS[2]
+                reason = "draining"
                 raise Unavailable("this node is draining; ask /v1/connect for another", retry_after_ms=1000)
             if self._node.sockets_of(principal.user) >= self._max_sockets_per_user:
-                reason = REFUSALS[3]
+                reason = "user_sockets"
                 raise RateLimited(f"at most {self._max_sockets_per_user} open sockets per user", retry_after_ms=5000)
         except ChatError as error:
             refused = self.counters.handshakes_refused

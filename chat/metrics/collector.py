@@ -122,8 +122,6 @@ class ChatCollector(Collector):
         for op, n in (("message", wire.deliveries + wire.replayed), ("typing", wire.ephemeral), ("presence", wire.presence_pushes), ("resync", wire.resyncs)):
             sent[op] = sent.get(op, 0) + n
         yield labelled(CounterMetricFamily, "chat_ws_frames_out", "Server frames queued to sockets, by op", "op", {op or "other": n for op, n in sent.items()})
-        yield CounterMetricFamily("chat_ws_writes", "Socket writes (under load one write carries several frames)", value=wire.writes)
-        yield CounterMetricFamily("chat_ws_bytes_out", "Bytes written to sockets", value=wire.bytes_out)
         yield CounterMetricFamily("chat_fanout_deliveries", "Live messages queued to local sockets (fan-out)", value=wire.deliveries)
         yield CounterMetricFamily("chat_resyncs", "resync frames queued (a slow socket, messages lost by the relay, a capped replay)", value=wire.resyncs)
         errors = CounterMetricFamily("chat_errors", "Requests refused, by transport and protocol error code", labels=["transport", "code"])
@@ -138,6 +136,7 @@ class ChatCollector(Collector):
         yield CounterMetricFamily("chat_messages_deduplicated", "Sends answered with the message stored under their client_msg_id", value=m.deduplicated)
         yield histogram("chat_send_ack_seconds", "Send → ack: from a send entering the message path to its ack (stored, handed to the relay)", m.send_seconds)
         yield histogram("chat_store_write_seconds", "One message store write", m.store_seconds)
+        yield histogram("chat_relay_publish_seconds", "Stored → the relay confirmed its publish (after the channel's earlier messages)", m.publish_seconds)
         yield CounterMetricFamily("chat_relay_publish_failures", "Stored messages the relay did not take (each owes a gap notice)", value=m.publish_failures)
         yield GaugeMetricFamily("chat_relay_gaps_owed", "Channels with a stored, unpublished message whose gap is not announced yet", value=s.gaps_owed())
         yield CounterMetricFamily("chat_relay_gaps_announced", "Gap announcements published (subscribers resync from the store)", value=s.gaps_announced())

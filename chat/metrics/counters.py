@@ -77,9 +77,6 @@ class WireCounters:
     ephemeral: int = 0  # typing
     presence_pushes: int = 0  # presence transitions pushed to watchers
     resyncs: int = 0  # resync frames queued (slow reader, relay gap, replay cap)
-    # What left: one write per socket per flush (several frames each under load).
-    writes: int = 0
-    bytes_out: int = 0
     # Error frames sent, by protocol code (rate_limited, throttled, forbidden …).
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -117,6 +114,9 @@ class MessageCounters:
     publish_failures: int = 0  # stored messages the relay did not take (each owes a gap announcement)
     send_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))  # send → ack
     store_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))  # one store write
+    # Stored → the relay confirmed the publish (includes waiting for the channel's earlier
+    # messages: publishing is in ID order per channel).
+    publish_seconds: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
 
 
 @dataclass(slots=True)
