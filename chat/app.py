@@ -283,7 +283,7 @@ def create_app(
             Route("/", index, methods=["GET"]),
             WebSocketRoute("/v1/ws", websocket.serve),
             *http_api.routes(),
-            *OpsApi(auth=authenticator, config=discovery.config, view=ops_view).routes(),
+            *OpsApi(auth=authenticator, config=discovery.config, view=ops_view, channel=store.get_channel).routes(),
             *metrics_endpoint.routes(),
             Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
         ],

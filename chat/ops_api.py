@@ -7,38 +7,45 @@
   ZooKeeper every node sees a change within a second.
 * ``GET /v1/ops/nodes``: every node of the cluster from the registry view, and this node's
   readiness (chat/ops_view.py).
-* ``GET /v1/ops/hot-rooms`` and ``POST /v1/ops/rooms/{id}/throttle``: hot-room protection is not
-  part of this node yet, so both answer 503 ``unavailable`` — never a made-up empty list.
+* ``GET /v1/ops/hot-rooms``: every room hot-room protection watches, hottest first, with its
+  rates, member and online counts, throttle state and since when it is hot.
+  ``POST /v1/ops/rooms/{id}/throttle`` with ``{"pin": true|false|null}`` pins protection of a room
+  on or off on every node, or releases the pin. On a node without hot-room protection both answer
+  503 ``unavailable`` — never a made-up empty list.
 * ``GET /v1/ops/events``: the dashboard's live stream (chat/ops_events.py).
 * ``GET /ops``: the dashboard page itself (chat/web/ops.html; it signs in with a token).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from chat.errors import Forbidden, Unavailable
+from chat import commands
+from chat.errors import BadRequest, Forbidden, NotFound, Unavailable
 from chat.http import Authenticator, JSONResponse, read_json_object
-from chat.models import Principal
+from chat.models import Channel, ChannelKind, Principal
 from chat.ops_events import OpsEvents
 from chat.ops_view import OpsView
 from discovery.config.base import ConfigStore
 
 MAX_BODY_BYTES = 64 * 1024
+NOT_AVAILABLE = "hot-room protection is not available yet on this node"
 WEB_DIR = Path(__file__).parent / "web"
 
 
 class OpsApi:
     """The ``/v1/ops`` endpoints and ``/ops``; their dependencies are what they are built with."""
 
-    def __init__(self, *, auth: Authenticator, config: ConfigStore, view: OpsView) -> None:
+    def __init__(self, *, auth: Authenticator, config: ConfigStore, view: OpsView, channel: Callable[[int], Awaitable[Channel | None]]) -> None:
         self._auth = auth
         self._config = config
         self._view = view
+        self._channel = channel  # the store's lookup: only an existing room can be pinned
         self._events = OpsEvents(admin=self._admin, snapshot=view.snapshot)
 
     def routes(self) -> list[Route]:
@@ -78,8 +85,28 @@ class OpsApi:
 
     async def hot_rooms(self, request: Request) -> Response:
         self._admin(request)
-        raise Unavailable("hot-room protection is not available yet on this node")
+        rooms = self._view.hot_rooms()
+        if rooms is None:
+            raise Unavailable(NOT_AVAILABLE)
+        return JSONResponse({"rooms": rooms})
 
     async def throttle(self, request: Request) -> Response:
+        """``{"pin": true}`` protects the room on every node whatever its rates, ``false`` never
+        protects it, ``null`` lets its rates decide again."""
         self._admin(request)
-        raise Unavailable("hot-room protection is not available yet on this node")
+        if not self._view.rooms_available:
+            raise Unavailable(NOT_AVAILABLE)
+        channel_id = commands.channel_ref(request.path_params["channel_id"])
+        body = await read_json_object(request, cap=MAX_BODY_BYTES)
+        if set(body) != {"pin"} or body["pin"] not in (True, False, None):
+            raise BadRequest('the body must be {"pin": true}, {"pin": false} or {"pin": null}')
+        channel = await self._channel(channel_id)
+        if channel is None:
+            raise NotFound(f"no channel {channel_id}")
+        if channel.kind is not ChannelKind.ROOM:
+            raise BadRequest("only rooms are protected (DMs and groups are never throttled)")
+        try:
+            await self._view.pin(channel_id, body["pin"])
+        except ValueError as exc:  # past the detector's pin limit
+            raise BadRequest(str(exc)) from None
+        return JSONResponse({"channel": str(channel_id), "pin": body["pin"]})

@@ -19,6 +19,7 @@ from typing import Any
 from chat.metrics.counters import MessageCounters, WireCounters
 from chat.metrics.looplag import LoopLag
 from chat.node import Node
+from chat.ops_rooms import HotRooms, RoomFacts, room_wire
 from discovery.config.base import ConfigStore
 from discovery.config.schema import Setting
 from discovery.registry.base import NodeInfo, RegistryView
@@ -40,6 +41,8 @@ class OpsSources:
     wire: WireCounters
     messages: MessageCounters
     lag: LoopLag
+    rooms: HotRooms | None = None  # hot-room protection (None: not part of this node)
+    facts: RoomFacts | None = None  # the rooms' member and online counts
 
 
 class OpsView:
@@ -67,6 +70,30 @@ class OpsView:
             "this_node": {"node_id": self._s.node_id, "ready": not failing, "failing": failing},
             "view_age_s": round(view.age(time.monotonic()), 1),
         }
+
+    @property
+    def rooms_available(self) -> bool:
+        return self._s.rooms is not None
+
+    def hot_rooms(self) -> list[dict[str, Any]] | None:
+        """Every room hot-room protection watches, hottest first (None: no protection here)."""
+        rooms, facts = self._s.rooms, self._s.facts
+        if rooms is None:
+            return None
+        views = rooms.snapshot()
+        if facts is not None:
+            facts.want([v.channel for v in views])
+        return [room_wire(v, None if facts is None else facts.get(v.channel)) for v in views]
+
+    def breakers(self) -> list[dict[str, str]] | None:
+        """Each guarded backend's circuit breaker (an embedded node has none; None: no protection)."""
+        rooms = self._s.rooms
+        return None if rooms is None else [{"name": name, "state": state} for name, state in sorted(rooms.health().items())]
+
+    async def pin(self, room: int, hot: bool | None) -> None:
+        """Pin protection of ``room`` on every node (ValueError past the detector's pin limit)."""
+        assert self._s.rooms is not None
+        await self._s.rooms.pin(room, hot)
 
     def config(self) -> dict[str, Any]:
         """``GET /v1/ops/config``: every dynamic setting's value, and its declaration."""
@@ -102,9 +129,9 @@ class OpsView:
             "cluster": await self.nodes(),
             "stats": self.stats(),
             "config": dict(self._s.config.snapshot().values),
-            # Hot-room protection is not part of this node yet: said so, rather than an empty list.
-            "rooms": None,
-            "breakers": None,
+            # None (null) where hot-room protection is not part of the node: said so, not an empty list.
+            "rooms": self.hot_rooms(),
+            "breakers": self.breakers(),
         }
         self._cached = (time.monotonic(), body)
         return body

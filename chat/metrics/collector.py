@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from chat.metrics.looplag import LoopLag
     from chat.node import Node
     from chat.notify.notifier import Notifier
+    from chat.ops_rooms import HotRooms
     from discovery.registry.base import RegistryView
     from presence.tracker import TrackerStats
 
@@ -38,6 +39,8 @@ SERVER_OPS = (
     "hello", "ack", "error", "subscribed", "unsubscribed", "history", "heartbeat_ack", "presence", "presence_unsubscribed",
     "read", "joined", "reconnect", "message", "typing", "resync",
 )  # fmt: skip
+#: A circuit breaker's states (chat/hot/breaker.py), each exported as 0 or 1.
+BREAKER_STATES = ("healthy", "caution", "critical")
 #: The op of each client command (what ``frames_in`` is keyed by), as the protocol names it.
 COMMAND_OPS: Mapping[type, str] = {
     commands.Subscribe: "subscribe",
@@ -70,6 +73,7 @@ class Sources:
     presence: Callable[[], TrackerStats]
     lag: LoopLag
     notifier: Notifier | None = None  # offline notifications (None: no webhook configured, no families)
+    rooms: HotRooms | None = None  # hot-room protection (None: not part of this node, no families)
 
 
 class ChatCollector(Collector):
@@ -84,6 +88,7 @@ class ChatCollector(Collector):
         yield from self._messages()
         yield from self._presence()
         yield from self._notifications()
+        yield from self._hot_rooms()
         yield histogram("chat_event_loop_lag_seconds", "How late a timer due every 0.25 s fired: time the loop spent without yielding", self._s.lag.histogram)
 
     def _node(self) -> Iterator[Metric]:
@@ -158,6 +163,24 @@ class ChatCollector(Collector):
         yield CounterMetricFamily("chat_notify_dropped", "Stored messages never checked for notifications (queue full or closing)", value=enqueuer.dropped)
         yield CounterMetricFamily("chat_notify_delivered", "Notifications the webhook accepted (2xx), sent by this node", value=deliverer.delivered)
         yield CounterMetricFamily("chat_notify_given_up", "Notifications dropped after their last attempt or past their age", value=deliverer.given_up)
+
+    def _hot_rooms(self) -> Iterator[Metric]:
+        rooms = self._s.rooms
+        if rooms is None:
+            return
+        views = rooms.snapshot()
+        watched = GaugeMetricFamily("chat_hot_rooms", "Rooms hot-room protection watches, and those protected now (hot)", labels=["state"])
+        watched.add_metric(["watched"], len(views))
+        watched.add_metric(["hot"], sum(1 for v in views if v.hot))
+        yield watched
+        yield GaugeMetricFamily("chat_hot_rooms_pinned", "Rooms an operator pinned on or off", value=sum(1 for v in views if v.pinned is not None))
+        events = rooms.counters.as_dict()  # a fixed set of names: the fields of chat.protect's Counters
+        yield labelled(CounterMetricFamily, "chat_hot_events", "Hot-room protection's events on this node, by kind", "event", events)
+        states = GaugeMetricFamily("chat_breaker_state", "Circuit breaker of each guarded backend: 1 for its current state", labels=["breaker", "state"])
+        for name, current in sorted(rooms.health().items()):
+            for state in BREAKER_STATES:
+                states.add_metric([name, state], int(state == current))
+        yield states
 
 
 def registry(sources: Sources) -> CollectorRegistry:
