@@ -179,6 +179,7 @@ class MessageService:
         try:
             return self._relay.hand_off(channel_topic(channel), payload)
         except ChatError:
+            self.counters.publish_failures += 1
             self._missed(channel)
             return None
 
@@ -186,8 +187,10 @@ class MessageService:
         try:
             await confirmed
         except ChatError:
+            self.counters.publish_failures += 1
             self._missed(channel)
         except asyncio.CancelledError:
+            self.counters.publish_failures += 1
             self._missed(channel)  # stored, maybe never published: say so
             raise
 
@@ -195,7 +198,6 @@ class MessageService:
         # Stored is what counts: subscribers recover it from the store on resync. Debug only:
         # the relay warns once per outage, not once per message.
         log.debug("relay publish failed for a message of channel %d; it is stored", channel)
-        self.counters.publish_failures += 1
         self._gaps.missed(channel)
 
     async def history(self, principal: Principal, command: commands.History) -> Page:

@@ -301,6 +301,7 @@ function setStatus(node, text, ok) {
 function renderBreakers(breakers) {
   const unavailable = breakers === null || breakers === undefined;
   $("breakers-unavailable").hidden = !unavailable;
+  $("breakers-none").hidden = unavailable || breakers.length > 0;
   const tone = { healthy: "ok", caution: "warn", critical: "bad" };
   $("breakers-list").replaceChildren(
     ...(unavailable ? [] : breakers).map((b) => el("li", { "data-testid": "breaker", "data-state": b.state }, el("span", { class: "node-id", text: `${b.name} ` }), el("span", { class: `badge ${tone[b.state] || "info"}`, text: b.state }))),
@@ -309,32 +310,68 @@ function renderBreakers(breakers) {
 
 // Settings (dynamic config)
 
+// Settings are grouped by the first word of their key (hot_, cassandra_ …); the first group (the
+// hot-room thresholds) is open, the others fold, and a filter finds any key.
+function settingInput(s, value) {
+  const id = `setting-${s.key}`;
+  const common = { id, name: s.key, "data-testid": id, "aria-describedby": `${id}-doc` };
+  let input;
+  if (s.type === "bool" || s.choices) {
+    input = el("select", common, ...(s.choices || ["true", "false"]).map((c) => el("option", { value: c, text: c })));
+  } else {
+    input = el("input", {
+      ...common,
+      type: s.type === "str" ? "text" : "number",
+      inputmode: s.type === "int" ? "numeric" : s.type === "float" ? "decimal" : undefined,
+      step: s.type === "int" ? 1 : s.type === "float" ? "any" : undefined,
+      min: s.minimum ?? undefined,
+      max: s.maximum ?? undefined,
+    });
+  }
+  input.value = String(value);
+  input.addEventListener(input.tagName === "SELECT" ? "change" : "input", markChanged);
+  return input;
+}
+
 function renderSettings(config) {
   state.settings = config.settings;
   state.values = { ...config.config };
   $("settings-empty").hidden = config.settings.length > 0;
   $("settings-form").hidden = config.settings.length === 0;
+  const groups = new Map();
+  for (const s of config.settings) {
+    const name = s.key.split("_")[0];
+    if (!groups.has(name)) groups.set(name, []);
+    groups.get(name).push(s);
+  }
+  let first = true;
   $("settings-fields").replaceChildren(
-    ...config.settings.map((s) => {
-      const id = `setting-${s.key}`;
-      const input = el("input", {
-        id,
-        name: s.key,
-        "data-testid": `setting-${s.key}`,
-        "aria-describedby": `${id}-doc`,
-        type: s.type === "bool" || s.type === "str" ? "text" : "number",
-        inputmode: s.type === "int" ? "numeric" : s.type === "float" ? "decimal" : undefined,
-        step: s.type === "int" ? 1 : s.type === "float" ? "any" : undefined,
-        min: s.minimum ?? undefined,
-        max: s.maximum ?? undefined,
+    ...[...groups].map(([name, settings]) => {
+      const fields = settings.map((s) => {
+        const id = `setting-${s.key}`;
+        const bounds = [s.minimum !== null ? `min ${s.minimum}` : "", s.maximum !== null ? `max ${s.maximum}` : "", `default ${s.default}`].filter(Boolean).join(", ");
+        return el("div", { class: "field", "data-key": s.key }, el("label", { for: id, text: s.key }), settingInput(s, config.config[s.key]), el("span", { class: "doc", id: `${id}-doc`, text: `${s.doc} (${bounds})` }));
       });
-      input.value = String(config.config[s.key]);
-      input.addEventListener("input", markChanged);
-      const bounds = [s.minimum !== null ? `min ${s.minimum}` : "", s.maximum !== null ? `max ${s.maximum}` : "", `default ${s.default}`].filter(Boolean).join(", ");
-      return el("div", { class: "field", "data-key": s.key }, el("label", { for: id, text: s.key }), input, el("span", { class: "doc", id: `${id}-doc`, text: `${s.doc} (${bounds})` }));
+      const group = el("details", { class: "group", "data-group": name, open: first }, el("summary", {}, el("span", { class: "group-name", text: name }), el("span", { class: "muted", text: ` ${settings.length} settings` })), ...fields);
+      first = false;
+      return group;
     }),
   );
   markChanged();
+}
+
+function filterSettings() {
+  const wanted = $("settings-filter").value.trim().toLowerCase();
+  for (const group of $("settings-fields").children) {
+    let shown = 0;
+    for (const field of group.querySelectorAll(".field")) {
+      const match = !wanted || field.dataset.key.includes(wanted);
+      field.hidden = !match;
+      shown += match ? 1 : 0;
+    }
+    group.hidden = shown === 0;
+    if (wanted && shown) group.open = true;
+  }
 }
 
 function parseValue(setting, text) {
@@ -355,7 +392,8 @@ function changes() {
 
 function markChanged() {
   const changed = changes();
-  for (const field of $("settings-fields").children) field.classList.toggle("changed", field.dataset.key in changed);
+  for (const field of $("settings-fields").querySelectorAll(".field")) field.classList.toggle("changed", field.dataset.key in changed);
+  for (const group of $("settings-fields").children) group.classList.toggle("changed", Boolean(group.querySelector(".field.changed")));
   const any = Object.keys(changed).length > 0;
   $("settings-save").disabled = !any;
   $("settings-revert").disabled = !any;
@@ -376,7 +414,7 @@ async function saveSettings(event) {
   event.preventDefault();
   const status = $("settings-status");
   const wanted = changes();
-  for (const input of $("settings-fields").querySelectorAll("input")) input.removeAttribute("aria-invalid");
+  for (const input of $("settings-fields").querySelectorAll("input, select")) input.removeAttribute("aria-invalid");
   try {
     const result = await api("PUT", "/v1/ops/config", wanted);
     state.values = { ...result.config };
@@ -416,6 +454,7 @@ async function start() {
   $("sign-out").addEventListener("click", () => signOut());
   $("settings-form").addEventListener("submit", saveSettings);
   $("settings-revert").addEventListener("click", revertSettings);
+  $("settings-filter").addEventListener("input", filterSettings);
   try {
     const info = await (await fetch("/v1/info")).json();
     $("dev-form").hidden = !info.dev_login;
