@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,20 +31,15 @@ from chat.api import ApiSettings, HttpApi
 from chat.browser import BrowserGuard, Origins
 from chat.channels import ChannelService
 from chat.config import Settings
-from chat.errors import ChatError, ExitCode, translate
+from chat.errors import ChatError, ExitCode
 from chat.handlers import Gateway, GatewaySettings
 from chat.http import Authenticator
 from chat.hub import Hub
-from chat.metrics.collector import Sources, registry
-from chat.metrics.counters import HttpCounters, WireCounters
-from chat.metrics.endpoint import MetricsEndpoint
-from chat.metrics.looplag import LoopLag
 from chat.minter import IdMinter
 from chat.node import Node, NodeSettings
 from chat.notify.notifier import ELECTION as NOTIFIER_ELECTION
 from chat.notify.notifier import build_notifier
-from chat.ops_api import OpsApi
-from chat.ops_view import OpsSources, OpsView
+from chat.operators import Instruments, surface
 from chat.ratelimit import AddGuard, KeyedLimiter
 from chat.relay.base import Relay
 from chat.service import MessageLimits, MessageService
@@ -210,25 +205,21 @@ def create_app(
         ),
         dev_tokens=(lambda user, roles: auth.issue_token(settings, user, roles=roles, ttl_s=api.DEV_TOKEN_TTL_S)) if settings.dev_login_enabled else None,
     )
-    # Metrics: the parts count in plain ints (wire, messages, http); one collector reads them
-    # when /metrics is scraped, with the event-loop lag timer and the process's own figures.
-    wire, http_errors, lag = WireCounters(), HttpCounters(), LoopLag()
-    metrics = registry(
-        Sources(
-            node_id=settings.node_id,
-            version=node_version(),
-            capacity=settings.capacity,
-            node=node,
-            view=discovery.registry.view,
-            wire=wire,
-            messages=messages.counters,
-            gaps_owed=lambda: messages.gaps_owed,
-            gaps_announced=lambda: messages.gaps_announced,
-            http=http_errors,
-            presence=presence.stats,
-            lag=lag,
-            notifier=notifier,
-        )
+    # The operators' surface: the parts count in plain ints (the sockets', the message path's,
+    # HTTP errors); /metrics reads them when scraped, the ops API and dashboard read the rest.
+    instruments = Instruments()
+    operators = surface(
+        settings,
+        instruments,
+        auth=authenticator,
+        node=node,
+        discovery=discovery,
+        messages=messages,
+        presence=presence,
+        channel=store.get_channel,
+        notifier=notifier,
+        rooms=None,  # hot-room protection is not part of the node yet
+        facts=None,
     )
     websocket = WebSocketEndpoint(
         auth=authenticator,
@@ -237,13 +228,7 @@ def create_app(
         limits=session_limits(settings),
         handshakes=KeyedLimiter(settings.handshake_per_s, settings.handshake_burst),
         max_sockets_per_user=settings.user_max_sockets,
-        counters=wire,
-    )
-    ops_view = OpsView(
-        OpsSources(node_id=settings.node_id, node=node, view=discovery.registry.view, config=discovery.config, wire=wire, messages=messages.counters, lag=lag)
-    )
-    metrics_endpoint = MetricsEndpoint(
-        registry=metrics, auth=authenticator, token=settings.metrics_token, trust_loopback=settings.environment != "production"
+        counters=instruments.wire,
     )
 
     @contextlib.asynccontextmanager
@@ -270,8 +255,10 @@ def create_app(
                 await notifier.start(await discovery.election(NOTIFIER_ELECTION))
                 stack.push_async_callback(notifier.close)  # after the sockets, before presence and the store
             stack.push_async_callback(node.drain)  # runs first on the way out
-            lag.start()
-            stack.callback(lag.stop)
+            instruments.lag.start()
+            stack.callback(instruments.lag.stop)
+            if operators.facts is not None:
+                stack.push_async_callback(operators.facts.close)
             log.info("node %s ready at %s (store=%s relay=%s)", settings.node_id, settings.ws_url, type(store).__name__, type(relay).__name__)
             yield
 
@@ -283,8 +270,7 @@ def create_app(
             Route("/", index, methods=["GET"]),
             WebSocketRoute("/v1/ws", websocket.serve),
             *http_api.routes(),
-            *OpsApi(auth=authenticator, config=discovery.config, view=ops_view, channel=store.get_channel).routes(),
-            *metrics_endpoint.routes(),
+            *operators.routes,
             Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
         ],
         middleware=[
@@ -292,34 +278,16 @@ def create_app(
             Middleware(BrowserGuard, origins=Origins(settings.allowed_origins)),
         ],
         exception_handlers={
-            ChatError: counted(api.chat_error_handler, http_errors),
-            DiscoveryError: counted(api.chat_error_handler, http_errors),
-            PresenceUnavailable: counted(api.chat_error_handler, http_errors),
-            HTTPException: counted(api.http_error_handler, http_errors),
-            Exception: counted(api.internal_error_handler, http_errors),
+            ChatError: instruments.counted(api.chat_error_handler),
+            DiscoveryError: instruments.counted(api.chat_error_handler),
+            PresenceUnavailable: instruments.counted(api.chat_error_handler),
+            HTTPException: instruments.counted(api.http_error_handler),
+            Exception: instruments.counted(api.internal_error_handler),
         },
         lifespan=lifespan,
     )
-    app.state.parts = Parts(node=node, hub=hub, messages=messages, channels=channels, gateway=gateway, metrics=metrics)
+    app.state.parts = Parts(node=node, hub=hub, messages=messages, channels=channels, gateway=gateway, metrics=operators.metrics)
     return app
-
-
-ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
-
-
-def counted(handler: ErrorHandler, counters: HttpCounters) -> ErrorHandler:
-    """``handler``, counting each error response by its protocol code (for /metrics)."""
-
-    async def handle(request: Request, exc: Exception) -> Response:
-        response = await handler(request, exc)
-        counters.count(translate(exc).code if not isinstance(exc, HTTPException) else _http_code(exc.status_code))
-        return response
-
-    return handle
-
-
-def _http_code(status: int) -> str:
-    return {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "bad_request"}.get(status, "bad_request")
 
 
 def discovery_failure(settings: Settings) -> tuple[ExitCode, str]:
