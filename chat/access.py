@@ -65,12 +65,18 @@ class Access:
             raise NotFound(f"no channel {channel_id}", channel=str(channel_id))
         return channel
 
+    async def is_member(self, user: str, channel_id: int) -> bool:
+        """Whether ``user`` is a member (a positive answer is cached, as for :meth:`require_member`)."""
+        if self._cache.hit(channel_id, user):
+            return True
+        if await self._store.is_member(channel_id, user):
+            self._cache.remember(channel_id, user)
+            return True
+        return False
+
     async def require_member(self, principal: Principal, channel_id: int) -> None:
         """Raise not_found (no such channel) or forbidden (not a member)."""
-        if self._cache.hit(channel_id, principal.user):
-            return
-        if await self._store.is_member(channel_id, principal.user):
-            self._cache.remember(channel_id, principal.user)
+        if await self.is_member(principal.user, channel_id):
             return
         await self.require_channel(channel_id)
         raise Forbidden("you are not a member of this channel", channel=str(channel_id))

@@ -40,12 +40,14 @@ from chat.node import Node, NodeSettings
 from chat.notify.notifier import ELECTION as NOTIFIER_ELECTION
 from chat.notify.notifier import build_notifier
 from chat.operators import Instruments, surface
+from chat.protect.guard import Protection
 from chat.ratelimit import AddGuard, KeyedLimiter
 from chat.relay.base import Relay
 from chat.service import MessageLimits, MessageService
 from chat.session import SessionLimits
 from chat.store.base import MessageStore
 from chat.version import node_version
+from chat.waiting.base import WaitingRooms
 from chat.watchers import PresenceFanout
 from chat.ws import WebSocketEndpoint
 from discovery.errors import DiscoveryError
@@ -76,6 +78,17 @@ def build_relay(settings: Settings) -> Relay:
     from chat.relay.local import LocalRelay
 
     return LocalRelay()
+
+
+def build_waiting_rooms(settings: Settings) -> WaitingRooms:
+    """Hot rooms' waiting lines: in Redis when configured (a restarted node loses no place), else in memory."""
+    if settings.redis_url:
+        from chat.waiting.redis import RedisWaitingRooms
+
+        return RedisWaitingRooms(settings.redis_url)
+    from chat.waiting.memory import MemoryWaitingRooms
+
+    return MemoryWaitingRooms()
 
 
 def build_discovery(settings: Settings) -> Discovery:
@@ -124,6 +137,7 @@ class Parts:
     messages: MessageService
     channels: ChannelService
     gateway: Gateway
+    protection: Protection
     metrics: CollectorRegistry  # what /metrics exports
 
 
@@ -134,6 +148,7 @@ def create_app(
     relay: Relay | None = None,
     discovery: Discovery | None = None,
     presence_store: PresenceStore | None = None,
+    waiting: WaitingRooms | None = None,
 ) -> Starlette:
     """Build the node. Adapters not given are built from ``settings``; all are entered and
     exited by the app's lifespan. ``app.state.parts`` holds the composed :class:`Parts`."""
@@ -141,6 +156,18 @@ def create_app(
     relay = relay or build_relay(settings)
     discovery = discovery or build_discovery(settings)
     presence_store = presence_store or build_presence_store(settings)
+    # Hot-room protection first: the store and the relay everyone else uses go through its
+    # breakers (real backends only), and the hub and the services consult it.
+    protection = Protection(
+        node_id=settings.node_id,
+        store=store,
+        relay=relay,
+        lines=waiting or build_waiting_rooms(settings),
+        guard_store=bool(settings.cassandra_hosts),
+        guard_relay=bool(settings.redis_url),
+        wait_s=settings.store_timeout_s,
+    )
+    store, relay = protection.store, protection.relay
     fanout = PresenceFanout(store=store, relay=relay, fanout_max=settings.presence_fanout_max)
     sweeper: list[LeaderElection] = []  # one sweeper per cluster: elected once discovery is open
     presence = PresenceTracker(
@@ -157,7 +184,7 @@ def create_app(
     # Mints only under the worker ID the lease holds, above every millisecond it may have used.
     minter = IdMinter(discovery.lease, max_wait_ms=3000)
     access = Access(store)
-    hub = Hub(relay)
+    hub = Hub(relay, policy=protection.fanout)
     notifier = build_notifier(settings, store=store, presence=presence)  # None: no webhook, nothing enqueued
     messages = MessageService(
         store=store,
@@ -171,13 +198,22 @@ def create_app(
             user_send_burst=settings.user_send_burst,
         ),
         on_stored=notifier.offer if notifier is not None else None,
+        guard=protection,
     )
     adds = AddGuard(
         per_adder_rate=settings.add_others_per_min / 60,
         per_adder_burst=settings.add_others_burst,
         per_user_day=settings.added_by_others_per_day,
     )
-    channels = ChannelService(store=store, relay=relay, minter=minter, access=access, group_max_members=settings.group_max_members, adds=adds)
+    channels = ChannelService(
+        store=store,
+        relay=relay,
+        minter=minter,
+        access=access,
+        group_max_members=settings.group_max_members,
+        adds=adds,
+        joins=protection.joins,
+    )
     node = Node(
         settings=NodeSettings(node_id=settings.node_id, drain_grace_s=settings.drain_grace_s),
         discovery=discovery,
@@ -237,7 +273,7 @@ def create_app(
             # First: the data dir lock (a second node on it is refused before it touches a
             # file) and the worker-ID lease. Last out: the worker ID goes back after every send.
             async with startup.step(*discovery_failure(settings)):
-                await discovery.open()
+                await discovery.open(register=False)
             stack.push_async_callback(lambda: discovery.close(last_minted_ms=minter.last_minted_ms))
             async with startup.step(*store_failure(settings)):
                 await store.open()
@@ -246,6 +282,8 @@ def create_app(
                 await hub.start()
             stack.push_async_callback(relay.close)
             stack.push_async_callback(messages.close)  # its gap announcer, before the relay closes
+            await protection.start(hub, discovery.config)
+            stack.push_async_callback(protection.close)  # after the sockets: queued batches are written
             stack.push_async_callback(fanout.close)
             stack.push_async_callback(presence_store.close)
             sweeper.append(await discovery.election("presence-sweeper"))
@@ -254,6 +292,9 @@ def create_app(
             if notifier is not None:
                 await notifier.start(await discovery.election(NOTIFIER_ELECTION))
                 stack.push_async_callback(notifier.close)  # after the sockets, before presence and the store
+            # Last: only a node that can serve is handed users (the registry closes with discovery).
+            async with startup.step(*discovery_failure(settings)):
+                await discovery.register()
             stack.push_async_callback(node.drain)  # runs first on the way out
             instruments.lag.start()
             stack.callback(instruments.lag.stop)
@@ -286,7 +327,7 @@ def create_app(
         },
         lifespan=lifespan,
     )
-    app.state.parts = Parts(node=node, hub=hub, messages=messages, channels=channels, gateway=gateway, metrics=operators.metrics)
+    app.state.parts = Parts(node=node, hub=hub, messages=messages, channels=channels, gateway=gateway, protection=protection, metrics=operators.metrics)
     return app
 
 

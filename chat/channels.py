@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from chat import commands, events, protocol
 from chat.access import Access
 from chat.errors import BadRequest, Forbidden, NotFound, RateLimited, Unavailable
+from chat.guards import NO_GUARD, JoinGuard
 from chat.ids import timestamp_ms
 from chat.minter import IdMinter
 from chat.models import Channel, ChannelKind, Principal
@@ -53,6 +54,7 @@ class ChannelService:
         access: Access,
         group_max_members: int,
         adds: AddGuard | None = None,
+        joins: JoinGuard = NO_GUARD,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
@@ -63,6 +65,8 @@ class ChannelService:
         # Limits on adding other users (to groups, rooms and DMs), so nobody's list gets buried;
         # None: unlimited (tools and tests that build the service alone).
         self._adds = adds
+        # Hot rooms: joins over a room's budget wait in line or are refused (chat.guards).
+        self._joins = joins
         self._clock = clock
 
     async def list_for(self, principal: Principal, page: commands.ListChannels) -> tuple[list[tuple[Channel, int | None]], int | None]:
@@ -136,6 +140,10 @@ class ChannelService:
             limit = self._group_max
         elif target != principal.user:
             await self._access.require_member(principal, command.channel)
+        elif not await self._access.is_member(target, command.channel):
+            # Joining a room yourself is a join (what a hot room's join budget counts and its
+            # waiting room queues); being added by a member, or already being one, is not.
+            await self._joins.join(target, command.channel, command.ticket)
         others = [] if target == principal.user else [target]
         self._admit_adds(principal, others)
         result = await self._store.add_member(command.channel, target, max_members=limit)

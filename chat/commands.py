@@ -32,6 +32,7 @@ CHANNEL_PAGE_MAX = 1000  # channels per GET /v1/channels page (also the default:
 
 USER_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SMALL_INT_RE = re.compile(r"[0-9]{1,9}")
+_TICKET_RE = re.compile(r"[0-9]{1,20}")
 
 
 def valid_user_id(value: object) -> bool:
@@ -138,6 +139,7 @@ class OpenDm:
 class AddMember:
     channel: int
     user: str | None  # None: the caller joins
+    ticket: str | None = None  # a hot room's admission ticket (the `admitted` frame's), when joining yourself
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,8 +359,10 @@ def open_dm(body: Mapping[str, Any]) -> OpenDm:
 
 
 def add_member(channel: int, body: Mapping[str, Any]) -> AddMember:
-    user = body.get("user")
-    return AddMember(channel, None if user is None else user_id(user))
+    user, ticket = body.get("user"), body.get("ticket")
+    if ticket is not None and not (isinstance(ticket, str) and _TICKET_RE.fullmatch(ticket)):
+        raise BadRequest("ticket must be the decimal string an admitted frame carried")
+    return AddMember(channel, None if user is None else user_id(user), ticket)
 
 
 def remove_member(channel: int, user: str) -> RemoveMember:

@@ -31,6 +31,13 @@ live traffic has moved :data:`LATE_WINDOW_MS` of ID time past the newest of them
 
 Each stream also remembers the contiguous ID range ``[lo, hi]`` it has delivered, so a
 re-subscribe with an older ``since`` (after a ``resync``) does not send a message twice.
+
+**Batches.** A hot room's live messages may come as one :class:`~chat.protocol.BatchFrame`
+(``messages``, ascending by ID, encoded once for the room): :meth:`Delivery.live` takes it as
+one frame against the bounds — whole or, if it does not fit, dropped with the rest of the
+channel until the ``resync``, like any live message. A stream in its subscribe seam, or with
+late copies of replayed messages still to drop, gets the batch's messages one by one instead,
+through the rules above, so the seam stays exact.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from chat.ids import TIMESTAMP_SHIFT
-from chat.protocol import Frame
+from chat.protocol import BatchFrame, Frame
 
 #: Presence transitions remembered per socket, to pass each one on once.
 PRESENCE_SEEN = 512
@@ -129,10 +136,12 @@ class Delivery:
     # Live traffic
 
     def live(self, channel: int, message_id: int, frame: Frame) -> bool:
-        """A live message of ``channel``. Returns True if a frame was queued."""
+        """A live message of ``channel`` (or a :class:`BatchFrame` of them). Returns True if a frame was queued."""
         stream = self.streams.get(channel)
         if stream is None or self.closed or stream.gapped:
             return False
+        if type(frame) is BatchFrame:
+            return self._live_batch(channel, stream, frame)
         if stream.replaying:
             if len(stream.pending) >= self.max_frames or stream.pending_bytes + len(frame) > self.max_bytes:
                 self._gap(channel, stream)  # the seam cannot hold it: resync after the replay
@@ -150,6 +159,20 @@ class Delivery:
             return False
         self._queue(frame)
         stream.sent(message_id)
+        return True
+
+    def _live_batch(self, channel: int, stream: Stream, batch: BatchFrame) -> bool:
+        if stream.replaying or stream.late is not None:
+            queued = False  # the seam's rules decide message by message
+            for message_id, single in zip(batch.ids, batch.singles(), strict=True):
+                queued = self.live(channel, message_id, single) or queued
+            return queued
+        if self.frames >= self.max_frames or self.bytes + len(batch) > self.max_bytes:
+            self._gap(channel, stream)
+            return False
+        self._queue(batch)
+        stream.sent(batch.ids[0])
+        stream.sent(batch.ids[-1])
         return True
 
     def ephemeral(self, channel: int, frame: Frame) -> bool:

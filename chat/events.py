@@ -9,7 +9,9 @@ Layout (ASCII header, one line, then the frame bytes exactly as sockets receive 
 the user left a channel), ``j`` (joined: the user was added to a channel), ``g`` (gap: a
 message of the channel is stored but was not published; no frame), ``p`` (a presence
 transition: ``origin`` is the user, ``message_id`` the transition's stamp, see
-``chat.watchers.stamp``). Unused numbers are ``0``, an unknown origin ``-``.
+``chat.watchers.stamp``), ``w`` (a waiting-room frame for the user: ``waiting``/``admitted``),
+``h`` (hot-room rates one node reports to the others: ``origin`` is the node, the frame a JSON
+report, see ``chat.protect.rooms``). Unused numbers are ``0``, an unknown origin ``-``.
 The frame is encoded once by the publisher; every node and every socket reuses it.
 """
 
@@ -24,6 +26,8 @@ KICK = "k"
 JOINED = "j"
 GAP = "g"
 PRESENCE = "p"
+WAITING = "w"
+HOT = "h"
 
 
 @dataclass(frozen=True, slots=True)

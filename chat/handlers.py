@@ -111,6 +111,7 @@ class Gateway:
                 raise NotFound(f"no channel {ref.raw!r}")
             channel = ref.id
             await self._access.require_member(session.principal, channel)
+            self._messages.entered(channel)
             if session.delivery.open(channel):
                 try:
                     await self._hub.join_channel(channel, session)

@@ -5,6 +5,10 @@ The hub subscribes the relay to a topic while at least one local subscriber need
 arrives already encoded; it is wrapped once in a :class:`~chat.protocol.Frame` and the same
 object goes to every socket, with no task per message or per recipient: a subscriber only
 queues it and wakes its own writer.
+
+A :class:`~chat.guards.FanoutPolicy` sees every live message first (hot-room protection: it
+counts the fan-out, and may take a hot room's messages to hand them back in batches through
+:meth:`Hub.deliver_batch`) and may drop typing and presence events of a hot room.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from chat import events
-from chat.protocol import Frame
+from chat.guards import NO_GUARD, FanoutPolicy
+from chat.protocol import BatchFrame, Frame
 from chat.relay.base import Relay, channel_topic, presence_topic, user_topic
 
 log = logging.getLogger(__name__)
@@ -41,7 +46,8 @@ class Subscriber(Protocol):
     def session_id(self) -> str: ...
 
     def deliver_message(self, channel: int, message_id: int, frame: Frame) -> None:
-        """A live message of a subscribed channel, in ID order per channel."""
+        """A live message of a subscribed channel, in ID order per channel (or a
+        :class:`~chat.protocol.BatchFrame` of them, ``message_id`` its last)."""
 
     def deliver_ephemeral(self, channel: int, frame: Frame) -> None:
         """Typing and the like: dropped if the socket has no room."""
@@ -73,8 +79,9 @@ class _Interest:
 
 
 class Hub:
-    def __init__(self, relay: Relay) -> None:
+    def __init__(self, relay: Relay, policy: FanoutPolicy = NO_GUARD) -> None:
         self._relay = relay
+        self._policy = policy
         self._topics: dict[str, _Interest] = {}
         # Leaves scheduled by kicks (held so they are not garbage-collected mid-flight).
         self._leaving: set[asyncio.Task[None]] = set()
@@ -101,6 +108,22 @@ class Hub:
 
     async def unwatch(self, user: str, subscriber: Subscriber) -> None:
         await self._leave(presence_topic(user), subscriber)
+
+    async def join_topic(self, topic: str, subscriber: Subscriber) -> None:
+        """Route another topic's events to ``subscriber`` (e.g. hot-room reports between nodes)."""
+        await self._join(topic, subscriber)
+
+    async def leave_topic(self, topic: str, subscriber: Subscriber) -> None:
+        await self._leave(topic, subscriber)
+
+    def deliver_batch(self, channel: int, frame: BatchFrame) -> None:
+        """Messages of ``channel`` the policy took, as one frame to every local subscriber."""
+        interest = self._topics.get(channel_topic(channel))
+        if interest is None:
+            return
+        last = frame.ids[-1]
+        for subscriber in interest.subscribers:
+            subscriber.deliver_message(channel, last, frame)
 
     async def _join(self, topic: str, subscriber: Subscriber) -> None:
         interest = self._topics.get(topic)
@@ -141,9 +164,13 @@ class Hub:
         kind, channel, frame = env.kind, env.channel, Frame(env.frame, _OPS.get(env.kind, ""))
         if kind == events.MESSAGE:
             message_id = env.message_id
+            if self._policy.message(channel, message_id, env.frame, len(interest.subscribers)):
+                return  # a hot room's: it comes back in a batch
             for subscriber in interest.subscribers:
                 subscriber.deliver_message(channel, message_id, frame)
         elif kind == events.TYPING:
+            if self._policy.ephemeral(channel, kind):
+                return
             for subscriber in interest.subscribers:
                 if subscriber.session_id != env.origin:
                     subscriber.deliver_ephemeral(channel, frame)
@@ -152,6 +179,8 @@ class Hub:
                 if subscriber.session_id != env.origin:
                     subscriber.deliver_control(frame)
         elif kind == events.PRESENCE:
+            if channel and self._policy.ephemeral(channel, kind):
+                return  # pushed through a hot room (a user's own presence topic has channel 0)
             user, mark = env.origin, env.message_id
             for subscriber in interest.subscribers:
                 if subscriber.user != user:  # nobody watches themselves

@@ -81,3 +81,8 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return "admin" in self.roles
+
+    @property
+    def is_bot(self) -> bool:
+        """A bot: its sends are bulk posting (their own per-user limit and storage lane)."""
+        return "bot" in self.roles

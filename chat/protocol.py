@@ -110,6 +110,26 @@ class Frame:
         return self._wire
 
 
+class BatchFrame(Frame):
+    """A ``messages`` frame: several live messages of one channel, ascending by ID, encoded once
+    for every socket of a hot room. ``ids`` are theirs; :meth:`singles` gives each message as its
+    own ``message`` frame, built once on first use, for the sockets that must get them one by one
+    (still in their subscribe seam, or with late copies to drop)."""
+
+    __slots__ = ("ids", "_payloads", "_singles")
+
+    def __init__(self, data: bytes, ids: list[int], payloads: list[bytes]) -> None:
+        super().__init__(data)
+        self.ids = ids
+        self._payloads = payloads  # each message object's JSON
+        self._singles: list[Frame] | None = None
+
+    def singles(self) -> list[Frame]:
+        if self._singles is None:
+            self._singles = [Frame(b'{"op":"message","type":"message","message":%s}' % p) for p in self._payloads]
+        return self._singles
+
+
 def ws_text_header(length: int) -> bytes:
     """RFC 6455 header of an unmasked, final text frame carrying ``length`` bytes."""
     if length < 126:

@@ -27,6 +27,7 @@ from chat import commands, events, protocol
 from chat.access import Access
 from chat.errors import ChatError, RateLimited, Unavailable
 from chat.gaps import GapAnnouncer
+from chat.guards import NO_GUARD, SendGuard
 from chat.ids import timestamp_ms
 from chat.metrics.counters import MessageCounters
 from chat.minter import IdMinter
@@ -92,12 +93,15 @@ class MessageService:
         access: Access,
         limits: MessageLimits,
         counters: MessageCounters | None = None,
+        guard: SendGuard = NO_GUARD,
         clock: Callable[[], float] = time.monotonic,
         on_stored: Callable[[Message], None] | None = None,
     ) -> None:
         self._store = store
         # What the message path did (metrics): plain ints and two cheap histograms.
         self.counters = counters if counters is not None else MessageCounters()
+        # Hot-room protection: counts, refuses, lanes, batches, serves hot history (chat.guards).
+        self._guard = guard
         self._relay = relay
         self._minter = minter
         self._access = access
@@ -132,18 +136,26 @@ class MessageService:
         one is (written in order), not once it is confirmed: a hot channel is not held to one
         broker round trip per message.
         """
-        channel, counters = command.channel, self.counters
+        channel, bot, counters = command.channel, principal.is_bot, self.counters
         started = time.perf_counter()
-        wait_s = self._user_sends.take(principal.user, self._clock())
-        if wait_s:
-            raise RateLimited("you are sending too fast", retry_after_ms=int(wait_s * 1000) + 1)
+        if not bot:  # bots have their own per-user limit, in the guard (a dynamic setting)
+            wait_s = self._user_sends.take(principal.user, self._clock())
+            if wait_s:
+                raise RateLimited("you are sending too fast", retry_after_ms=int(wait_s * 1000) + 1)
         await self._access.require_member(principal, channel)
+        admitted = self._guard.admit_send(principal.user, channel, bot=bot)
+        if admitted is not None:
+            await admitted  # its storage lane is busy (bounded)
+        batched = self._guard.batched(channel)
         message_id = await self._minter.mint()
         slot = self._sequencer.join(channel, message_id)  # no await since minting: ID order
         try:
             message = Message(message_id, channel, principal.user, command.text, timestamp_ms(message_id), command.client_msg_id)
             store_started = time.perf_counter()
-            stored, created = await self._store.insert_message(message)
+            if batched:
+                stored, created = await self._guard.write(message, self._orphaned)
+            else:
+                stored, created = await self._store.insert_message(message)
             counters.store_seconds.observe(time.perf_counter() - store_started)
             if not created:
                 counters.deduplicated += 1
@@ -160,6 +172,7 @@ class MessageService:
                         self._on_stored(stored)
                 return stored, False
             counters.stored += 1
+            self._guard.stored(stored)
             self._sequencer.ready(slot, _relay_payload(stored))
             if self._on_stored is not None:
                 self._on_stored(stored)  # O(1): queued for chat.notify, never awaited here
@@ -194,10 +207,17 @@ class MessageService:
             self._missed(channel)  # stored, maybe never published: say so
             raise
 
+    def _orphaned(self, message: Message) -> None:
+        """A batched message stored after its sender stopped waiting: nobody handed it to the
+        relay nor to notifications. Its channel's sockets resync; notifications are offered now."""
+        self._missed(message.channel)
+        if self._on_stored is not None:
+            self._on_stored(message)
+
     def _missed(self, channel: int) -> None:
         # Stored is what counts: subscribers recover it from the store on resync. Debug only:
         # the relay warns once per outage, not once per message.
-        log.debug("relay publish failed for a message of channel %d; it is stored", channel)
+        log.debug("a stored message of channel %d was not published", channel)
         self._gaps.missed(channel)
 
     async def history(self, principal: Principal, command: commands.History) -> Page:
@@ -205,8 +225,15 @@ class MessageService:
         with ``has_more`` rather than a reply of hundreds of megabytes (a message can be
         ~600 kB escaped). The cut keeps the messages nearest the cursor."""
         await self._access.require_member(principal, command.channel)
-        page = await self._store.history(command.channel, before=command.before, after=command.after, limit=command.limit)
+        page = await self._guard.history(command.channel, command.before, command.after, command.limit, self._read)
         return fit_page(page, self._limits.history_max_bytes, oldest_first=command.after is not None)
+
+    def _read(self, channel: int, before: int | None, after: int | None, limit: int) -> Awaitable[Page]:
+        return self._store.history(channel, before=before, after=after, limit=limit)
+
+    def entered(self, channel: int) -> None:
+        """A socket of this node subscribed to ``channel`` (hot-room detection counts it with joins)."""
+        self._guard.entered(channel)
 
     async def replay(self, channel: int, after: int, *, cap: int) -> Replay:
         """The replay of a subscribe seam (the caller has checked membership).
@@ -228,6 +255,8 @@ class MessageService:
 
     async def typing(self, principal: Principal, command: commands.Typing, origin: str) -> None:
         await self._access.require_member(principal, command.channel)
+        if not self._guard.typing(command.channel):
+            return  # a hot room: typing is not fanned out (its members would drown in it)
         frame = protocol.encode("typing", {"channel": str(command.channel), "user": principal.user})
         await self._relay.publish(channel_topic(command.channel), events.pack(events.TYPING, command.channel, 0, origin, frame))
 

@@ -103,10 +103,15 @@ class Discovery:
         await node.open()
         return node
 
-    async def open(self) -> None:
-        """Start everything (bounded); on failure what was started is closed again."""
+    async def open(self, *, register: bool = True) -> None:
+        """Start everything (bounded); on failure what was started is closed again.
+
+        ``register=False`` leaves the node out of the registry (not assignable) until
+        :meth:`register`: a node that still has to open its store must not be handed users."""
         try:
             await self._open()
+            if register:
+                await self.register()
         except BaseException:
             await self.close()
             raise
@@ -118,8 +123,12 @@ class Discovery:
             await self.conn.start()
         worker_id = await self.lease.acquire()
         await self.config.start()
+        log.info("discovery open: node %s, worker %d, %s", s.node_id, worker_id, "ZooKeeper " + s.zookeeper_hosts if self.conn else "embedded")
+
+    async def register(self) -> None:
+        """Join the registry: from now on the node is assigned users (bounded)."""
+        s = self.settings
         await self.registry.start(NodeInfo(s.node_id, s.url, s.capacity, 0, False, time.time_ns() // 1_000_000, s.version))
-        log.info("discovery ready: node %s, worker %d, %s", s.node_id, worker_id, "ZooKeeper " + s.zookeeper_hosts if self.conn else "embedded")
 
     async def election(self, name: str) -> LeaderElection:
         """Join the election ``name`` (e.g. "presence-sweeper"); it is closed with the node."""

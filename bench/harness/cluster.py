@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import json
 import os
 import re
 import subprocess
@@ -80,8 +81,9 @@ def bench_keyspace(args: argparse.Namespace, name: str) -> Iterator[str]:
                 print(f"warning: could not drop keyspace {keyspace}: {exc}")
 
 
-def start_node(args: argparse.Namespace, keyspace: str, worker_id: int, name: str) -> Node:
-    """A node on the shared Cassandra + Redis with its own Snowflake worker ID."""
+def start_node(args: argparse.Namespace, keyspace: str, worker_id: int, name: str, *, dynamic: Mapping[str, object] | None = None) -> Node:
+    """A node on the shared Cassandra + Redis with its own Snowflake worker ID; ``dynamic``: the
+    dynamic settings it finds in its data dir at start (``config.json``, the embedded config store)."""
     env = {
         **GENEROUS_LIMITS,
         **store_env(args, keyspace),
@@ -90,7 +92,10 @@ def start_node(args: argparse.Namespace, keyspace: str, worker_id: int, name: st
         **server_env(args),
     }
     # Prepared statements, Redis and a cold driver: allow for a slow first start on a busy machine.
-    return Node(env=env, name=name, checkout=args.checkout, cpus=args.server_cpus).start(timeout_s=120)
+    node = Node(env=env, name=name, checkout=args.checkout, cpus=args.server_cpus)
+    if dynamic:
+        (node.data_dir / "config.json").write_text(json.dumps(dict(dynamic)))
+    return node.start(timeout_s=120)
 
 
 def settle(max_busy_cores: float = 0.4, timeout_s: float = 30.0) -> float:

@@ -88,7 +88,8 @@ class Batcher(Generic[Item, Handle]):
 
     def __init__(self, config: BatcherConfig | None = None, *, now: float) -> None:
         self._config = config or BatcherConfig()
-        self._budget = Budget(1.0, 1.0, now)  # rate and burst set from the config just below
+        # Full at the start (a budget that starts empty would hold up the first batches).
+        self._budget = Budget(self._config.statements_per_s, max(1.0, self._config.statements_per_s * self._config.burst_s), now)
         self.config = self._config
         self._queues: dict[Hashable, _Queue[Item, Handle]] = {}
         self._items = 0  # queued or in flight, all partitions

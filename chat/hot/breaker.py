@@ -17,6 +17,12 @@ latency). Health, over a sliding window of ``window_s`` (ten buckets):
   (at most ``max_open_s``); no verdict within ``probe_timeout_s`` counts as a failure. No
   request is admitted while CRITICAL except these probes.
 
+**A stall.** Outcomes alone tell of a frozen dependency late: its requests wait for their
+timeouts, and meanwhile the window is full of earlier successes. The caller, which sees the
+requests in flight, reports them with :meth:`Breaker.stall`: when ``stall_requests`` requests
+have been in flight for ``slow_s`` or more and the dependency answered nothing for ``slow_s``,
+it turns CRITICAL at once.
+
 While CRITICAL, results of requests admitted before it (a frozen dependency times out a whole
 backlog) do not end or extend the fail-fast phase; during a round, a success counts as a probe
 success whichever request it came from — the dependency just answered. :meth:`record` and
@@ -57,12 +63,13 @@ class BreakerConfig:
     max_open_s: float = 30.0  # … doubling after each failed round up to this
     probes: int = 3  # requests let through per round; all must succeed fast
     probe_timeout_s: float = 5.0  # a round with no verdict after this has failed
+    stall_requests: int = 3  # this many in flight past slow_s, and no answer for slow_s: CRITICAL at once
 
     def __post_init__(self) -> None:
         if self.window_s <= 0 or self.slow_s <= 0 or self.open_s <= 0 or self.probe_timeout_s <= 0:
             raise ValueError("window_s, slow_s, open_s and probe_timeout_s must be > 0")
-        if self.min_requests < 1 or self.probes < 1 or self.max_open_s < self.open_s:
-            raise ValueError("min_requests and probes must be ≥ 1, max_open_s ≥ open_s")
+        if self.min_requests < 1 or self.probes < 1 or self.stall_requests < 1 or self.max_open_s < self.open_s:
+            raise ValueError("min_requests, probes and stall_requests must be ≥ 1, max_open_s ≥ open_s")
         if not (0 < self.caution_error_ratio <= self.critical_error_ratio <= 1 and 0 < self.caution_slow_ratio <= self.critical_slow_ratio <= 1):
             raise ValueError("ratios must satisfy 0 < caution ≤ critical ≤ 1")
         if not 0 < self.recover_ratio <= 1:
@@ -107,6 +114,8 @@ class Breaker:
             self._width = value.window_s / _BUCKETS
             self._clear()
             self._index = -_BUCKETS  # bucket numbers of the old width mean nothing now
+        if self.health is not Health.CRITICAL:
+            self._open_for = value.open_s  # the next fail-fast span starts from the new setting
         self._config = value
 
     def allow(self, now: float) -> int | None:
@@ -154,6 +163,15 @@ class Breaker:
         self._open_for = self._config.open_s
         self._round = None
         return self._move(Health.HEALTHY, now)
+
+    def stall(self, now: float, waiting: int, silent_s: float) -> Transition | None:
+        """``waiting`` requests have been in flight for ``slow_s`` or more, and the dependency
+        answered nothing for ``silent_s``: CRITICAL now if that is a stall (see the module docstring)."""
+        c = self._config
+        if self.health is Health.CRITICAL or waiting < c.stall_requests or silent_s < c.slow_s:
+            return None
+        self.open_until, self._round = now + self._open_for, None
+        return self._move(Health.CRITICAL, now)
 
     def poll(self, now: float) -> Transition | None:
         """Re-judge as the window slides (a dependency nobody calls drifts back to HEALTHY)."""

@@ -140,9 +140,10 @@ class Lanes(Generic[T]):
         self._finish = [0.0, 0.0, 0.0]  # each lane's last finish tag
         self._vtime = 0.0  # the start tag of the last item served
         self._now = now  # the latest `now` seen: a cap created by a config change starts there
-        self._budget = Budget(1.0, 1.0, now)  # rates set from the config just below
-        self._caps: list[Budget | None] = [None, None, None]
         self._config = config or LaneConfig()
+        # Full at the start (a budget that starts empty would hold up the first burst).
+        self._budget = Budget(self._config.budget_per_s, max(1.0, self._config.budget_per_s * self._config.burst_s), now)
+        self._caps: list[Budget | None] = [None, None, None]
         self._weights = self._config.weights()
         self.config = self._config
 
@@ -181,6 +182,25 @@ class Lanes(Generic[T]):
         queue.append((item, cost))
         self._backlog[lane] += cost
         return None
+
+    def admit(self, lane: Lane, now: float, cost: float = 1.0) -> bool:
+        """Spend ``cost`` for ``lane`` at once if no lane has anything waiting and the budget (and
+        the lane's cap) allow it now — an uncontended node's path: no item, no queueing, the same
+        accounting as :meth:`take`. False: nothing spent, :meth:`offer` it."""
+        self._now = now
+        queues = self._queues
+        if queues[0] or queues[1] or queues[2]:
+            return False
+        cap = self._caps[lane]
+        if (cap is not None and cap.wait(now, cost) > 0) or self._budget.wait(now, cost) > 0:
+            return False
+        self._budget.spend(cost)
+        if cap is not None:
+            cap.spend(cost)
+        start = max(self._finish[lane], self._vtime)
+        self._finish[lane] = start + cost / self._weights[lane]
+        self._vtime = start
+        return True
 
     def take(self, now: float) -> tuple[Lane, T] | None:
         """The next item to do, if the budget allows one now; else None (see :meth:`next_at`)."""

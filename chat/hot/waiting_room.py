@@ -84,6 +84,11 @@ class WaitingRoom:
         """Users in line (expired entries not yet dropped included)."""
         return len(self._order)
 
+    def idle(self, now: float) -> bool:
+        """Nobody waits, no ticket is out and this second's admissions are counted no more: the
+        room's line may be forgotten (a new one would start from the same state)."""
+        return not self._order and not self._tickets and int(now) != self._second
+
     def arrive(self, user: str, now: float) -> Admitted | Queued | Full:
         """A join by ``user``: admitted now, queued (or still queued, refreshed), or refused."""
         entry = self._queued.get(user)

@@ -8,6 +8,9 @@ Contract every adapter keeps (``tests/contract/test_message_store.py`` checks it
 * ``insert_message`` is idempotent on ``(channel, sender, client_msg_id)``:
   concurrent or repeated calls with one key store one message, and every call
   returns that message with ``created`` true for exactly one of them.
+  ``insert_messages`` (a batch of one channel's messages, as hot rooms write them) keeps the
+  same promise for every message in it, against single inserts, other batches and itself (two
+  messages of one batch with one key: the first is stored, the second gets it back).
 * History pages are ascending by ID and follow PROTOCOL.md's paging rules
   (see :meth:`MessageStore.history`).
 * ``add_member`` enforces ``max_members`` atomically enough that concurrent adds
@@ -20,6 +23,7 @@ Contract every adapter keeps (``tests/contract/test_message_store.py`` checks it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Protocol
 
@@ -91,6 +95,15 @@ class MessageStore(NotificationOutbox, Protocol):
         this call stored it (False: a retry; ``stored`` is the original, text and ID included).
         """
 
+    async def insert_messages(self, messages: Sequence[Message]) -> list[tuple[Message, bool]]:
+        """Store a batch of messages of **one channel** (ValueError otherwise), each as
+        :meth:`insert_message` would; ``(stored, created)`` per message, in the batch's order.
+
+        Returns once every message is durable. Raises :class:`~chat.errors.Unavailable` if any
+        could not be stored: then some may be stored, and retrying the batch (or any of its
+        messages) with the same IDs stores each at most once.
+        """
+
     async def history(
         self,
         channel_id: int,
@@ -114,3 +127,9 @@ class MessageStore(NotificationOutbox, Protocol):
 
     async def get_read(self, user: str, channel_id: int) -> int | None:
         ...
+
+
+def one_channel(messages: Sequence[Message]) -> None:
+    """Raise ValueError unless every message of a batch is of one channel (the port's rule)."""
+    if messages and any(m.channel != messages[0].channel for m in messages):
+        raise ValueError("a batch of messages must be of one channel")

@@ -31,6 +31,21 @@ Decisions:
   expire after :data:`IDEMPOTENCY_TTL_S` (a retry later than that stores a new message).
   Caveat: if the claimer crashed after claiming, no call reports ``created=True``, so the
   message path does not publish it live; it reaches subscribers from the store (resync/history).
+* **Batches of a hot room** (``insert_messages``). A hot room's messages all land in one
+  partition, ``(channel, bucket)``: that partition — one replica set — is what a busy room
+  overloads, so its rows are written as **one unlogged batch per partition** (a single-partition
+  batch is applied as one mutation: cheap, atomic and isolated). Idempotency stays exactly as
+  above: every message still takes its own claim first, because a claim must live in the
+  partition of its key (``(channel, sender, client_msg_id)``, spread over the whole ring, so the
+  claims of a hot room hurt no single replica set) and a conditional batch may only touch one
+  partition. The claims run concurrently; then every claimed message, and every original a
+  claim handed back (the same repair as above), is written in the partition's batch. A key
+  repeated inside one batch is claimed once: its first message is stored, the others get it
+  back. If any request fails the batch raises ``Unavailable``; some of its messages may then be
+  claimed or stored, and a retry (same IDs, or the same keys with new IDs) stores each once.
+  Statements per batch of n messages: n claims + 1 batch (+ 1 bucket-index write when the
+  partition is new), instead of 2n (+1) one by one; :attr:`CassandraMessageStore.statements`
+  counts them by kind.
 * **DMs** (``dm_pairs``): the same claim pattern; the claim holds the channel and both members,
   a loser returns the winner's channel and re-writes it if its channel row is missing.
 * **Read positions** are written ``USING TIMESTAMP <message_id>``: Cassandra's last-write-wins
@@ -58,7 +73,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +81,7 @@ from chat.config import KEYSPACE_NAME
 from chat.ids import MAX_ID, TIMESTAMP_SHIFT, timestamp_ms, wall_clock_ms
 from chat.models import Channel, ChannelKind, Message, Page
 from chat.store import cassandra_cql, cassandra_outbox
-from chat.store.base import AddResult
+from chat.store.base import AddResult, one_channel
 from chat.store.cassandra_client import CassandraClient, Row
 from chat.store.cassandra_schema import apply_migrations
 from chat.store.locks import KeyedLocks
@@ -126,6 +141,9 @@ class CassandraMessageStore:
         self._member_locks = KeyedLocks()
         # The notification outbox's requests, on the same client.
         self._outbox = cassandra_outbox.CassandraOutbox(self._client)
+        # Message writes sent, by kind ("claim", "insert", "batch", "batch_rows", "index"): what
+        # batching saves, for tests and metrics.
+        self.statements: Counter[str] = Counter()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CassandraMessageStore:
@@ -288,31 +306,65 @@ class CassandraMessageStore:
     # Messages
 
     async def insert_message(self, message: Message) -> tuple[Message, bool]:
+        stored, created = await self._claim(message)
+        await self._store_messages([stored])
+        return stored, created
+
+    async def insert_messages(self, messages: Sequence[Message]) -> list[tuple[Message, bool]]:
+        one_channel(messages)
+        first: dict[tuple[str, str], int] = {}  # key → index of its first message in the batch
+        claimers = [i for i, m in enumerate(messages) if first.setdefault((m.sender, m.client_msg_id), i) == i]
+        results = await asyncio.gather(*(self._claim(messages[i]) for i in claimers), return_exceptions=True)
+        claims: dict[int, tuple[Message, bool]] = {}
+        for i, result in zip(claimers, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result  # every claim has finished: nothing of this batch is still in flight
+            claims[i] = result
+        await self._store_messages([stored for stored, _ in claims.values()])
+        return [claims.get(i) or (claims[first[(m.sender, m.client_msg_id)]][0], False) for i, m in enumerate(messages)]
+
+    async def _claim(self, message: Message) -> tuple[Message, bool]:
+        """Take the idempotency claim: ``(message, True)``, or the original the key already holds."""
+        self.statements["claim"] += 1
         claim = await self._cas(
             "claim_key", (message.channel, message.sender, message.client_msg_id, message.id, message.text, IDEMPOTENCY_TTL_S)
         )
         if claim["[applied]"] or claim["message_id"] == message.id:
-            await self._store_message(message)
             return message, True
-        stored = Message(
+        # A retry: the original, to return and to write again (a no-op if the claimer stored it,
+        # the repair if the claimer died before).
+        return Message(
             claim["message_id"], message.channel, message.sender, claim["body"], timestamp_ms(claim["message_id"]), message.client_msg_id
-        )
-        # Re-write it: a no-op if the claimer stored it, the repair if the claimer died before.
-        await self._store_message(stored)
-        return stored, False
+        ), False
 
-    async def _store_message(self, message: Message) -> None:
-        bucket = bucket_of(message.id)
-        key = (message.channel, bucket)
+    async def _store_messages(self, messages: list[Message]) -> None:
+        """Write claimed messages: the bucket index first (a message is never in a bucket that
+        history does not know about), then one statement per partition."""
+        partitions: dict[tuple[int, int], dict[int, Message]] = {}
+        for message in messages:
+            partitions.setdefault((message.channel, bucket_of(message.id)), {})[message.id] = message
+        await asyncio.gather(*(self._index(key) for key in partitions if key not in self._known_buckets))
+        await asyncio.gather(*(self._write_partition(key, list(rows.values())) for key, rows in partitions.items()))
+
+    async def _index(self, key: tuple[int, int]) -> None:
+        self.statements["index"] += 1
+        await self._execute("put_bucket", key)
+        self._known_buckets[key] = None
+        if len(self._known_buckets) > _KNOWN_BUCKETS:
+            self._known_buckets.popitem(last=False)
+
+    async def _write_partition(self, key: tuple[int, int], messages: list[Message]) -> None:
         if key in self._known_buckets:
-            self._known_buckets.move_to_end(key)
-        else:
-            # Index first: a message is never in a bucket that history does not know about.
-            await self._execute("put_bucket", key)
-            self._known_buckets[key] = None
-            if len(self._known_buckets) > _KNOWN_BUCKETS:
-                self._known_buckets.popitem(last=False)
-        await self._execute("put_message", (message.channel, bucket, message.id, message.sender, message.text, message.client_msg_id))
+            self._known_buckets.move_to_end(key)  # recently used: evicted last
+        channel, bucket = key
+        rows = [(channel, bucket, m.id, m.sender, m.text, m.client_msg_id) for m in messages]
+        if len(rows) == 1:
+            self.statements["insert"] += 1
+            await self._execute("put_message", rows[0])
+            return
+        self.statements["batch"] += 1
+        self.statements["batch_rows"] += len(rows)
+        await self._client.batch("unlogged", [("put_message", row) for row in rows], "message batch")
 
     async def history(self, channel_id: int, *, before: int | None = None, after: int | None = None, limit: int = 50) -> Page:
         want = limit + 1  # one more than the page tells whether more exist

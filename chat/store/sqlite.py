@@ -32,7 +32,7 @@ from chat.errors import Unavailable
 from chat.ids import MAX_ID, timestamp_ms, wall_clock_ms
 from chat.models import Channel, ChannelKind, Message, Page
 from chat.store import sqlite_outbox
-from chat.store.base import AddResult
+from chat.store.base import AddResult, one_channel
 from chat.store.outbox import Notification, OutboxItem
 from chat.store.sqlite_file import FULL, NotWritable, connect, open_fallback_reader, open_writer, storage_error
 from chat.store.sqlite_writer import GroupCommitWriter
@@ -50,6 +50,21 @@ def _row_to_message(row: tuple[Any, ...]) -> Message:
 
 def _row_to_channel(row: tuple[Any, ...]) -> Channel:
     return Channel(id=row[0], kind=ChannelKind(row[1]), name=row[2], created_by=row[3], created_ts=row[4], dm_key=row[5])
+
+
+def _insert(c: sqlite3.Connection, message: Message) -> tuple[Message, bool]:
+    """Store ``message`` unless its idempotency key is taken: ``(stored, created)``."""
+    row = c.execute(
+        f"SELECT {_MSG_COLS} FROM messages WHERE channel_id = ? AND sender = ? AND client_msg_id = ?",
+        (message.channel, message.sender, message.client_msg_id),
+    ).fetchone()
+    if row is not None:
+        return _row_to_message(row), False
+    c.execute(
+        f"INSERT INTO messages ({_MSG_COLS}) VALUES (?, ?, ?, ?, ?)",
+        (message.id, message.channel, message.sender, message.text, message.client_msg_id),
+    )
+    return message, True
 
 
 def _insert_channel(c: sqlite3.Connection, channel: Channel, members: list[str] | tuple[str, ...]) -> None:
@@ -294,20 +309,13 @@ class SqliteMessageStore:
     # Messages
 
     async def insert_message(self, message: Message) -> tuple[Message, bool]:
-        def run(c: sqlite3.Connection) -> tuple[Message, bool]:
-            row = c.execute(
-                f"SELECT {_MSG_COLS} FROM messages WHERE channel_id = ? AND sender = ? AND client_msg_id = ?",
-                (message.channel, message.sender, message.client_msg_id),
-            ).fetchone()
-            if row is not None:
-                return _row_to_message(row), False
-            c.execute(
-                f"INSERT INTO messages ({_MSG_COLS}) VALUES (?, ?, ?, ?, ?)",
-                (message.id, message.channel, message.sender, message.text, message.client_msg_id),
-            )
-            return message, True
+        return await self._write(lambda c: _insert(c, message))
 
-        return await self._write(run)
+    async def insert_messages(self, messages: Sequence[Message]) -> list[tuple[Message, bool]]:
+        """One write (one savepoint of a group commit) for the whole batch; in order, so a key
+        repeated in the batch finds the message its first occurrence stored."""
+        one_channel(messages)
+        return await self._write(lambda c: [_insert(c, m) for m in messages]) if messages else []
 
     async def history(self, channel_id: int, *, before: int | None = None, after: int | None = None, limit: int = 50) -> Page:
         def run(c: sqlite3.Connection) -> Page:

@@ -293,6 +293,7 @@ async function api(method, path, body, { token = state.token, quiet = false } = 
   if (!response.ok) {
     const err = data && data.error ? data.error : {};
     const e = new ApiError(response.status, err.code || "internal", err.message || `HTTP ${response.status}`, err.retry_after_ms);
+    e.position = err.position; // a busy room's waiting line
     if (response.status === 401 && token && token === state.token) {
       signOut("Your session has expired. Please sign in again.");
     } else if (!quiet) {
@@ -477,6 +478,14 @@ class Connection {
         break;
       case "message":
         receiveMessage(frame.message, { live: true });
+        break;
+      case "messages":
+        // A busy room's live messages, gathered into one frame (ascending by ID).
+        for (const message of frame.messages || []) receiveMessage(message, { live: true });
+        break;
+      case "waiting":
+      case "admitted":
+        onWaitingRoom(frame);
         break;
       case "ack":
         receiveMessage(frame.message, { live: true });
@@ -1159,6 +1168,34 @@ function setDialogMode(mode) {
   for (const tab of document.querySelectorAll("#dialog-tabs [data-mode]")) tab.setAttribute("aria-selected", String(tab.dataset.mode === mode));
 }
 
+// Joining a busy room may mean waiting in line: the server answers `throttled` with our place and,
+// when it is our turn, sends `admitted` with a ticket; we join again then (or after retry_after_ms,
+// which keeps our place).
+const admissions = new Map(); // room ID → wakes the join waiting for that room
+
+async function joinRoom(id, quiet) {
+  let ticket;
+  for (let tries = 0; tries < 120; tries++) {
+    try {
+      return await api("POST", `/v1/channels/${id}/members`, ticket ? { ticket } : {}, quiet);
+    } catch (e) {
+      if (e.code !== "throttled") throw e;
+      if (e.position) toast(`This room is busy: you are number ${e.position} in line.`, { kind: "info", timeout: 4000 });
+      ticket = await new Promise((resolve) => {
+        admissions.set(id, resolve);
+        setTimeout(() => resolve(undefined), Math.max(250, e.retryAfterMs || 1000));
+      });
+      admissions.delete(id);
+    }
+  }
+  throw new ApiError(429, "throttled", "This room is still too busy; try again later.");
+}
+
+function onWaitingRoom(frame) {
+  const wake = admissions.get(frame.channel);
+  if (frame.op === "admitted" && wake) wake(frame.ticket);
+}
+
 async function submitDialog() {
   const submit = $("dialog-submit");
   const quiet = { quiet: true }; // errors show inside the dialog (a modal makes the page, toasts included, inert)
@@ -1178,7 +1215,7 @@ async function submitDialog() {
     } else if (dialogMode === "join") {
       const id = $("join-id").value.trim();
       if (!/^\d{1,20}$/.test(id)) throw new ApiError(400, "bad_request", "A room ID is a number.");
-      await api("POST", `/v1/channels/${id}/members`, {}, quiet);
+      await joinRoom(id, quiet);
       channel = (await api("GET", `/v1/channels/${id}`, undefined, quiet)).channel;
     } else if (dialogMode === "add") {
       const user = $("add-user").value.trim();

@@ -6,7 +6,9 @@ Contract (both adapters):
 - :meth:`ConfigStore.snapshot` and :meth:`ConfigStore.get` answer locally, with no I/O.
 - :meth:`ConfigStore.set` validates every change first: an unknown key or a bad value
   raises :class:`~discovery.errors.ConfigRejected` naming each problem, and nothing is
-  applied. ``None`` sets a key back to its default. Concurrent sets (from this node or
+  applied. ``None`` sets a key back to its default. The schema's combination check (if any)
+  runs on the document the change would leave stored (whatever other nodes wrote before),
+  and refuses it the same way. Concurrent sets (from this node or
   any other) never lose one: the ZooKeeper adapter writes with compare-and-set on the
   znode version and retries. Returns the snapshot that includes the change.
 - A change reaches every node's snapshot and subscribers within a second (ZooKeeper: a

@@ -43,6 +43,7 @@ class InProcessConfigStore(StateBackedStore):
         async with self._lock:
             if self.path is None:
                 stored = merge(self._stored, checked)
+                self.schema.check_document(stored)
             else:
                 try:
                     stored = await asyncio.wait_for(asyncio.to_thread(self._merge_into_file, checked), IO_TIMEOUT_S)
@@ -55,6 +56,7 @@ class InProcessConfigStore(StateBackedStore):
         assert self.path is not None
         with file_lock(self.path.with_name(self.path.name + ".lock")):
             stored = merge(self._read(), checked)
+            self.schema.check_document(stored)  # refused: nothing written
             write_atomic(self.path, json.dumps(stored, sort_keys=True).encode())
         return stored
 

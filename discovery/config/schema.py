@@ -9,13 +9,16 @@ names every problem and applies nothing.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
 from discovery.errors import ConfigRejected
 
 Value = int | float | bool | str
+#: Checks settings that depend on each other (a caution line above a critical one …): given every
+#: value a change would leave in force, one line per problem (empty: consistent).
+Check = Callable[[Mapping[str, Value]], list[str]]
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -92,18 +95,22 @@ class ConfigSnapshot:
 
 
 class Schema:
-    """The declared settings of one application."""
+    """The declared settings of one application, and optionally a ``check`` of their combination
+    (each key alone is checked by its :class:`Setting`)."""
 
-    __slots__ = ("by_key", "settings")
+    __slots__ = ("_check", "by_key", "settings")
 
-    def __init__(self, settings: Iterable[Setting]) -> None:
+    def __init__(self, settings: Iterable[Setting], check: Check | None = None) -> None:
         self.settings = tuple(settings)
+        self._check = check
         by_key = {s.key: s for s in self.settings}
         if len(by_key) != len(self.settings):
             raise ValueError("a dynamic setting is declared twice")
         for s in self.settings:
             s.check(s.default)  # a bad default is a programming error: fail at once
         self.by_key: Mapping[str, Setting] = MappingProxyType(by_key)
+        if check is not None and (problems := check(self.defaults())):
+            raise ValueError(f"the defaults are inconsistent: {problems}")  # a programming error
 
     def defaults(self) -> dict[str, Value]:
         return {s.key: s.default for s in self.settings}
@@ -133,6 +140,15 @@ class Schema:
         if problems:
             raise ConfigRejected(problems)
         return checked
+
+    def check_document(self, stored: Mapping[str, object]) -> None:
+        """Refuse a document whose values, each valid alone, do not go together: ConfigRejected
+        naming each problem. Stores call it on the merged document before writing it."""
+        if self._check is None:
+            return
+        problems = self._check(self.resolve(stored)[0])
+        if problems:
+            raise ConfigRejected(problems)
 
     def parse(self, key: str, text: str) -> Value:
         """``chat config set KEY VALUE``: the string as ``key``'s type; ConfigRejected if bad."""

@@ -72,6 +72,7 @@ class ZooKeeperConfigStore(StateBackedStore):
         for _ in range(CAS_ATTEMPTS):
             data, stat = await self._conn.call("get", self._path)
             document = merge(_decode(data), checked)
+            self.schema.check_document(document)  # against what is stored now: refused, nothing written
             try:
                 new_stat = await self._conn.call("set", self._path, json.dumps(document, sort_keys=True).encode(), version=stat.version)
             except BadVersionError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +11,18 @@ import pytest
 
 from discovery.config.base import ConfigStore
 from discovery.config.memory import InProcessConfigStore
-from discovery.config.schema import ConfigSnapshot, Schema, Setting
+from discovery.config.schema import ConfigSnapshot, Schema, Setting, Value
 from discovery.config.zookeeper import ZooKeeperConfigStore
 from discovery.errors import ConfigRejected
 from tests.support.recorder import Recorder
+
+
+def _consistent(values: Mapping[str, Value]) -> list[str]:
+    """A combination rule (the test's own): the join threshold at most 10 × the send threshold."""
+    if float(values["hot_join_per_s"]) > 10 * float(values["hot_send_per_s"]):
+        return [f"hot_join_per_s ({values['hot_join_per_s']}) must not exceed 10 × hot_send_per_s ({values['hot_send_per_s']})"]
+    return []
+
 
 SCHEMA = Schema(
     [
@@ -22,7 +30,8 @@ SCHEMA = Schema(
         Setting("hot_join_per_s", int, 10, "joins/s that make a room hot", minimum=1, maximum=1_000_000),
         Setting("batching", bool, True, "coalesce hot rooms' fan-out"),
         Setting("mode", str, "auto", "throttle mode", choices=("auto", "off")),
-    ]
+    ],
+    check=_consistent,
 )
 
 
@@ -73,6 +82,16 @@ async def test_one_bad_value_refuses_the_whole_change_naming_every_problem(make_
     assert store.get("hot_send_per_s") == 20.0  # nothing applied
     with pytest.raises(ConfigRejected, match="at least 1"):
         await store.set({"hot_join_per_s": 0})
+
+
+async def test_values_valid_alone_but_not_together_are_refused_against_what_is_stored(make_store: Callable[[], Awaitable[ConfigStore]]) -> None:
+    a, b = await make_store(), await make_store()
+    await a.set({"hot_send_per_s": 1.2})
+    with pytest.raises(ConfigRejected, match="must not exceed 10 × hot_send_per_s"):
+        await b.set({"hot_join_per_s": 15})  # 15 is in bounds, but too much for the 1.2 another node stored
+    assert (await b.set({"hot_join_per_s": 15, "hot_send_per_s": 3}))["hot_join_per_s"] == 15  # together: fine
+    c = await make_store()
+    assert c.get("hot_join_per_s") == 15 and c.get("hot_send_per_s") == 3.0
 
 
 async def test_none_sets_a_key_back_to_its_default(make_store: Callable[[], Awaitable[ConfigStore]]) -> None:

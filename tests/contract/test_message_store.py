@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from chat.ids import EPOCH_MS, SnowflakeGenerator, timestamp_ms
 from chat.models import Channel, ChannelKind, Message
 from chat.store.base import AddResult
@@ -136,6 +138,47 @@ async def test_concurrent_retries_store_one_message(store: Any, ids: SnowflakeGe
     assert len({stored.id for stored, _ in results}) == 1
     page = await store.history(ch.id, limit=10)
     assert len(page.messages) == 1
+
+
+async def test_a_batch_stores_each_message_once_against_singles_other_batches_and_itself(store: Any, ids: SnowflakeGenerator) -> None:
+    """insert_messages: the idempotency of insert_message for every message of a batch."""
+    ch = make_channel(ids)
+    await store.create_channel(ch, ["alice", "bob"])
+    single, _ = await store.insert_message(make_message(ids, ch.id, key="was-single"))
+    batch = [
+        make_message(ids, ch.id, text="new 1", key="n1"),
+        make_message(ids, ch.id, text="a retry of a single send", key="was-single"),
+        make_message(ids, ch.id, sender="bob", text="new 2", key="n1"),  # same key, other sender: its own message
+        make_message(ids, ch.id, text="the client retried while its first try was queued", key="n1"),
+    ]
+    results = await store.insert_messages(batch)
+    assert [created for _, created in results] == [True, False, True, False]
+    assert results[0][0] == batch[0] and results[2][0] == batch[2]
+    assert results[1][0] == single and results[3][0] == batch[0]  # the originals, text and ID included
+    # A whole batch retried (new IDs, same keys), concurrently with single retries of its keys.
+    again = [make_message(ids, ch.id, text=f"again {m.client_msg_id}", sender=m.sender, key=m.client_msg_id) for m in batch]
+    retried, *singles = await asyncio.gather(store.insert_messages(again), *(store.insert_message(m) for m in again))
+    assert not any(created for _, created in [*retried, *singles])
+    assert [m.id for m, _ in retried] == [batch[0].id, single.id, batch[2].id, batch[0].id]
+    page = await store.history(ch.id, limit=10)
+    assert [m.id for m in page.messages] == sorted([single.id, batch[0].id, batch[2].id])
+    assert await store.insert_messages([]) == []
+    with pytest.raises(ValueError):
+        await store.insert_messages([make_message(ids, ch.id), make_message(ids, ch.id + 1)])
+
+
+async def test_racing_batches_store_one_message_per_key_and_page_in_id_order(store: Any, ids: SnowflakeGenerator) -> None:
+    ch = make_channel(ids)
+    await store.create_channel(ch, ["alice"])
+    tries = [[make_message(ids, ch.id, text=f"try {t} of {k}", key=f"k{k}") for k in range(20)] for t in range(3)]
+    results = await asyncio.gather(*(store.insert_messages(batch) for batch in tries))
+    for k in range(20):
+        outcomes = [results[t][k] for t in range(3)]
+        assert sum(created for _, created in outcomes) == 1
+        assert len({m.id for m, _ in outcomes}) == 1
+    page = await store.history(ch.id, limit=50)
+    assert len(page.messages) == 20 and [m.id for m in page.messages] == sorted(m.id for m in page.messages)
+    assert {m.client_msg_id for m in page.messages} == {f"k{k}" for k in range(20)}
 
 
 async def test_history_paging_rules(store: Any, ids: SnowflakeGenerator) -> None:

@@ -91,6 +91,7 @@ async def test_killed_node_loses_no_acked_message(tmp_path: Path, cluster: tuple
     victim = node(tmp_path, 9).start(60)
     ch = make_channel(survivor, "kim", "group", ["lee"])
     acked: list[str] = []
+    twenty_acked = asyncio.Event()
 
     async def sender() -> None:
         async with await WsClient.connect(victim.ws_url, victim.token("kim")) as c:
@@ -98,11 +99,15 @@ async def test_killed_node_loses_no_acked_message(tmp_path: Path, cluster: tuple
                 frame = await c.request("send", channel=ch, text=f"m{i}", client_msg_id=f"k{i}")
                 if frame["op"] == "ack":
                     acked.append(frame["message"]["id"])
+                    if len(acked) >= 20:
+                        twenty_acked.set()
 
     task = asyncio.create_task(sender())
     async with await WsClient.connect(survivor.ws_url, survivor.token("lee")) as watcher:
         await watcher.request("subscribe", channels=[ch])
         await watcher.messages(20, ch, timeout=30)  # the stream is flowing through Redis
+    # The relayed copy can overtake the ack on its way back to the sender.
+    await asyncio.wait_for(twenty_acked.wait(), 30)
     victim.kill()  # SIGKILL mid-stream
     with pytest.raises(Exception):  # noqa: B017 - whichever way the dead node's socket fails
         await asyncio.wait_for(task, 15)

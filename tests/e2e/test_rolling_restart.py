@@ -122,7 +122,11 @@ async def test_rolling_restart_loses_and_duplicates_nothing(tmp_path: Path) -> N
             assert exit_code == 0, "\n".join(server.lines[-20:])
             await asyncio.to_thread(server.start, 60)
         before = {c.user: len(c.acked) for c in clients}
-        await _until(lambda: all(c.connected and len(c.acked) > before[c.user] for c in clients), 60)
+        try:
+            await _until(lambda: all(c.connected and len(c.acked) > before[c.user] for c in clients), 60)
+        except TimeoutError:
+            stuck = [(c.user, c.connected, len(c.acked) - before[c.user], c.moves) for c in clients if not (c.connected and len(c.acked) > before[c.user])]
+            raise AssertionError(f"{len(stuck)} clients stuck after the restarts, e.g. {stuck[:5]}") from None
         assert sum(c.moves for c in clients) > 0, "nobody followed a reconnect hint"
     finally:
         for c in clients:

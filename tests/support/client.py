@@ -19,6 +19,9 @@ class WsClient:
         self._ids = itertools.count(1)
         # Frames read while waiting for another one; nothing read is ever thrown away.
         self.backlog: list[dict[str, Any]] = []
+        # The rest of a batch frame being handed out, and how many batch frames came.
+        self._split: list[dict[str, Any]] = []
+        self.batches = 0
 
     @classmethod
     async def connect(cls, url: str, token: str, *, via_header: bool = False, **kwargs: Any) -> WsClient:
@@ -51,8 +54,18 @@ class WsClient:
     async def recv(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
         if self.backlog:
             return self.backlog.pop(0)
-        raw = await asyncio.wait_for(self.conn.recv(), timeout)
-        return orjson.loads(raw)
+        return await self._read(timeout)
+
+    async def _read(self, timeout: float) -> dict[str, Any]:
+        """The next frame off the socket. A hot room's ``messages`` batch is handed out as the
+        ``message`` frames it stands for, one per call (the protocol lets a server send either)."""
+        if self._split:
+            return self._split.pop(0)
+        frame: dict[str, Any] = orjson.loads(await asyncio.wait_for(self.conn.recv(), timeout))
+        if frame.get("op") == "messages" and frame.get("messages"):
+            self.batches += 1
+            frame, *self._split = [{"op": "message", "type": "message", "message": m} for m in frame["messages"]]
+        return frame
 
     async def expect(self, op: str, timeout: float = DEFAULT_TIMEOUT, **match: Any) -> dict[str, Any]:
         """The next frame with this op (and fields); other frames stay in the backlog for later."""
@@ -65,7 +78,7 @@ class WsClient:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TimeoutError(f"no {op} {match} within {timeout}s; backlog: {self.backlog[-5:]}")
-            frame = orjson.loads(await asyncio.wait_for(self.conn.recv(), remaining))
+            frame = await self._read(remaining)
             if frame.get("op") == op and all(frame.get(k) == v for k, v in match.items()):
                 return frame
             self.backlog.append(frame)
@@ -82,7 +95,7 @@ class WsClient:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise TimeoutError(f"no reply to {op} {frame_id} within {timeout}s")
-            frame = orjson.loads(await asyncio.wait_for(self.conn.recv(), remaining))
+            frame = await self._read(remaining)
             if frame.get("id") == frame_id and (reply is None or frame.get("op") in (reply, "error")):
                 return frame
             self.backlog.append(frame)
@@ -102,6 +115,6 @@ class WsClient:
         self.backlog.clear()
         try:
             while True:
-                got.append(orjson.loads(await asyncio.wait_for(self.conn.recv(), timeout)))
+                got.append(await self._read(timeout))
         except TimeoutError:
             return got

@@ -130,3 +130,14 @@ def test_nothing_but_probes_is_admitted_while_critical(ops: list[tuple[float, st
                 assert b.health is Health.CRITICAL and wait >= 1
         else:
             b.record(now, op != "error", 2.0 if op == "slow" else 0.01)
+
+
+def test_a_stall_turns_it_critical_at_once_whatever_the_window_holds() -> None:
+    b = Breaker("cassandra", CFG)
+    feed(b, 0, 500)  # a window full of successes: ratios alone would take seconds to move
+    assert b.stall(1.5, waiting=2, silent_s=1.5) is None  # too few waiting
+    assert b.stall(1.5, waiting=5, silent_s=0.5) is None  # it still answers (slowly)
+    moved = b.stall(1.5, waiting=3, silent_s=1.0)
+    assert moved is not None and moved.new is Health.CRITICAL
+    assert b.allow(1.6) == 1900  # fails fast for open_s
+    assert b.stall(2.0, waiting=9, silent_s=9) is None  # critical already

@@ -146,3 +146,14 @@ def test_interactive_work_waits_behind_one_bot_item_at_most(
                 bots_ahead += 1
                 assert bots_ahead <= 1, "interactive work waited behind more than one bot item"
     assert not arrivals
+
+
+def test_admit_spends_at_once_only_when_nothing_waits_and_the_budget_allows() -> None:
+    lanes: Lanes[str] = Lanes(LaneConfig(budget_per_s=10, burst_s=0.2, bot_max_share=0.1), now=0.0)
+    assert lanes.admit(Lane.INTERACTIVE, 0.0) and lanes.admit(Lane.INTERACTIVE, 0.0)  # the burst: 2 tokens
+    assert not lanes.admit(Lane.INTERACTIVE, 0.0)  # spent: offer it instead
+    assert lanes.offer(Lane.INTERACTIVE, "waits", 0.0) is None
+    assert not lanes.admit(Lane.HOT, 1.0)  # something waits: no jumping the line
+    assert lanes.take(1.0) == (Lane.INTERACTIVE, "waits")
+    assert lanes.admit(Lane.BOT, 1.0) and not lanes.admit(Lane.BOT, 1.0)  # the bot's cap: 1 token/s
+    assert lanes.admit(Lane.INTERACTIVE, 1.1)  # one token later

@@ -80,45 +80,34 @@ def test_hot_rooms_say_they_are_not_available_rather_than_an_empty_list(node: No
         assert "not available yet" in r.json()["error"]["message"]
 
 
-@pytest.fixture
-def tuned(tmp_path: Path) -> Iterator[Node]:
-    """A node whose dynamic settings declare two keys (the shipped schema is the hot-room issue's)."""
-    schema = Schema(
-        [
-            Setting("hot_send_per_s", float, 20.0, "messages/s that make a room hot", minimum=0.1, maximum=1e6),
-            Setting("hot_cool_s", int, 30, "seconds below the thresholds before a room cools", minimum=0, maximum=3600),
-        ]
-    )
-    settings = from_env({"CHAT_JWT_SECRET": SECRET, "CHAT_DATA_DIR": str(tmp_path), "CHAT_NODE_ID": "inproc"})
-    discovery = Discovery(DiscoverySettings(node_id="inproc", url=settings.ws_url, data_dir=tmp_path), schema)
-    with TestClient(create_app(settings, discovery=discovery)) as client:
-        yield Node(client, settings)
-
-
-def test_config_lists_each_setting_with_its_bounds_and_validates_changes(tuned: Node) -> None:
-    admin = admin_headers(tuned)
-    body = tuned.call("GET", "/v1/ops/config", headers=admin).json()
-    assert body["config"] == {"hot_send_per_s": 20.0, "hot_cool_s": 30}
+def test_config_lists_each_setting_with_its_bounds_and_validates_changes(node: Node) -> None:
+    admin = admin_headers(node)
+    body = node.call("GET", "/v1/ops/config", headers=admin).json()
+    assert body["config"]["hot_send_per_s"] == 50.0 and body["config"]["hot_coalescing"] is True
     send = next(s for s in body["settings"] if s["key"] == "hot_send_per_s")
     assert send == {
         "key": "hot_send_per_s",
         "type": "float",
-        "default": 20.0,
+        "default": 50.0,
         "minimum": 0.1,
         "maximum": 1e6,
         "choices": None,
-        "doc": "messages/s that make a room hot",
+        "doc": "messages/s sent to a room, cluster-wide, that make it hot",
     }
     # A bad value and a good one together: 400 naming the bad one, and nothing applied.
-    r = tuned.call("PUT", "/v1/ops/config", headers=admin, json={"hot_send_per_s": -1, "hot_cool_s": 10})
+    r = node.call("PUT", "/v1/ops/config", headers=admin, json={"hot_send_per_s": -1, "hot_cool_s": 10})
     assert r.status_code == 400 and "hot_send_per_s" in r.json()["error"]["message"] and "at least 0.1" in r.json()["error"]["message"]
-    assert tuned.call("GET", "/v1/ops/config", headers=admin).json()["config"]["hot_cool_s"] == 30
-    for bad in ({"hot_cool_s": 1.5}, {"hot_cool_s": "10"}, {"hot_send_per_s": True}):
-        assert tuned.call("PUT", "/v1/ops/config", headers=admin, json=bad).status_code == 400, bad
-    r = tuned.call("PUT", "/v1/ops/config", headers=admin, json={"hot_send_per_s": 5, "hot_cool_s": 10})
-    assert r.status_code == 200 and r.json()["config"] == {"hot_send_per_s": 5.0, "hot_cool_s": 10}
-    r = tuned.call("PUT", "/v1/ops/config", headers=admin, json={"hot_send_per_s": None})
-    assert r.json()["config"]["hot_send_per_s"] == 20.0  # null: back to the default
+    assert node.call("GET", "/v1/ops/config", headers=admin).json()["config"]["hot_cool_s"] == 30.0
+    for bad in ({"hot_room_join_per_s": 1.5}, {"hot_cool_s": "10"}, {"hot_send_per_s": True}, {"hot_coalescing": 1}):
+        assert node.call("PUT", "/v1/ops/config", headers=admin, json=bad).status_code == 400, bad
+    r = node.call("PUT", "/v1/ops/config", headers=admin, json={"lane_bot_weight": 1000})  # each fine alone, not together
+    assert r.status_code == 400 and "lane_" in r.json()["error"]["message"]
+    r = node.call("PUT", "/v1/ops/config", headers=admin, json={"hot_send_per_s": 5, "hot_cool_s": 10})
+    assert r.status_code == 200 and {k: r.json()["config"][k] for k in ("hot_send_per_s", "hot_cool_s")} == {"hot_send_per_s": 5.0, "hot_cool_s": 10.0}
+    # Applied on this node at once: the detector judges by the new threshold.
+    assert node.client.app.state.parts.protection.rooms.detector.thresholds.hot_send_per_s == 5.0  # type: ignore[attr-defined]
+    r = node.call("PUT", "/v1/ops/config", headers=admin, json={"hot_send_per_s": None})
+    assert r.json()["config"]["hot_send_per_s"] == 50.0  # null: back to the default
 
 
 def test_the_event_stream_sends_snapshots_and_then_ends(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
