@@ -252,10 +252,9 @@ def create_app(
         discovery=discovery,
         messages=messages,
         presence=presence,
-        channel=store.get_channel,
+        store=store,
         notifier=notifier,
-        rooms=None,  # hot-room protection is not part of the node yet
-        facts=None,
+        protection=protection,
     )
     websocket = WebSocketEndpoint(
         auth=authenticator,
@@ -298,8 +297,7 @@ def create_app(
             stack.push_async_callback(node.drain)  # runs first on the way out
             instruments.lag.start()
             stack.callback(instruments.lag.stop)
-            if operators.facts is not None:
-                stack.push_async_callback(operators.facts.close)
+            stack.push_async_callback(operators.facts.close)
             log.info("node %s ready at %s (store=%s relay=%s)", settings.node_id, settings.ws_url, type(store).__name__, type(relay).__name__)
             yield
 

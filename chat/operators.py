@@ -24,13 +24,14 @@ from chat.metrics.collector import Sources, registry
 from chat.metrics.counters import HttpCounters, WireCounters
 from chat.metrics.endpoint import MetricsEndpoint
 from chat.metrics.looplag import LoopLag
-from chat.models import Channel
 from chat.node import Node
 from chat.notify.notifier import Notifier
 from chat.ops_api import OpsApi
-from chat.ops_rooms import HotRooms, RoomFacts
+from chat.ops_rooms import ProtectionOps, RoomFacts
 from chat.ops_view import OpsSources, OpsView
+from chat.protect.guard import Protection
 from chat.service import MessageService
+from chat.store.base import MessageStore
 from chat.version import node_version
 from discovery.node import Discovery
 from presence.tracker import PresenceTracker
@@ -62,7 +63,7 @@ class Instruments:
 class Surface:
     routes: list[BaseRoute]  # /metrics, /ops and /v1/ops/*
     metrics: CollectorRegistry  # what /metrics exports
-    facts: RoomFacts | None  # hot rooms' member counts (closed with the app)
+    facts: RoomFacts  # hot rooms' member and online counts (closed with the app)
 
 
 def surface(
@@ -74,13 +75,18 @@ def surface(
     discovery: Discovery,
     messages: MessageService,
     presence: PresenceTracker,
-    channel: Callable[[int], Awaitable[Channel | None]],
+    store: MessageStore,
     notifier: Notifier | None,
-    rooms: HotRooms | None,
-    facts: RoomFacts | None,
+    protection: Protection,
 ) -> Surface:
     """Wire the collector, the ops read model and their routes onto the node's parts."""
     version = node_version()
+    rooms = ProtectionOps(protection)
+    facts = RoomFacts(
+        count_members=store.count_members,
+        list_members=lambda room, limit: store.list_members(room, limit=limit),
+        count_online=lambda users: _online(presence, users),
+    )
     metrics = registry(
         Sources(
             node_id=settings.node_id,
@@ -114,8 +120,12 @@ def surface(
     )
     # Development trusts a request from this machine with /metrics; production never decides by address.
     scrape = MetricsEndpoint(registry=metrics, auth=auth, token=settings.metrics_token, trust_loopback=settings.environment != "production")
-    ops = OpsApi(auth=auth, config=discovery.config, view=view, channel=channel)
+    ops = OpsApi(auth=auth, config=discovery.config, view=view, channel=store.get_channel)
     return Surface(routes=[*ops.routes(), *scrape.routes()], metrics=metrics, facts=facts)
+
+
+async def _online(presence: PresenceTracker, users: list[str]) -> int:
+    return (await presence.online_among(users, 0)).count
 
 
 def _http_code(status: int) -> str:

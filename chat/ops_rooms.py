@@ -1,9 +1,10 @@
 """Hot rooms as operators see them: the protection's view of each watched room, with its member
 count and how many members are online.
 
-:class:`HotRooms` is what the ops API and the metrics need from hot-room protection (its
-``snapshot``, ``pin``, breaker ``health`` and plain ``counters``); a node without it passes None,
-and the API then says "not available" rather than showing an empty list.
+:class:`RoomProtection` is what the ops API, the dashboard and the metrics need from hot-room
+protection (:class:`chat.protect.guard.Protection`): its ``snapshot`` of watched rooms, ``pin``,
+breaker ``health`` and refusals, plain ``counters`` and queue depths. :class:`ProtectionOps`
+adapts the node's Protection to it (reading, never changing, what the protection keeps).
 
 Members and online counts are not part of the protection's view: they come from the store and
 the presence store, which a dashboard refreshing every second must not hammer. :class:`RoomFacts`
@@ -20,7 +21,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from chat.hot.limits import Lane
+
+if TYPE_CHECKING:
+    from chat.protect.guard import Protection
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,8 @@ class RoomView(Protocol):
     @property
     def send_per_s(self) -> float: ...
     @property
+    def fanout_per_s(self) -> float: ...
+    @property
     def fetch_per_s(self) -> float: ...
     @property
     def join_per_s(self) -> float: ...
@@ -55,24 +63,57 @@ class RoomView(Protocol):
     def throttled(self) -> bool: ...
 
 
-class Counters(Protocol):
-    def as_dict(self) -> dict[str, int]: ...
-
-
-class HotRooms(Protocol):
-    """What operators use of hot-room protection."""
-
-    @property
-    def counters(self) -> Counters: ...
+class RoomProtection(Protocol):
+    """What operators use of hot-room protection (the ops port; :class:`ProtectionOps` is its adapter)."""
 
     def snapshot(self) -> Sequence[RoomView]:
         """Every watched room, hottest first."""
 
     async def pin(self, room: int, hot: bool | None) -> None:
-        """Protection on (True) or off (False) on every node, or back to its rates (None)."""
+        """Protection on (True) or off (False) on every node, or back to its rates (None).
+        ValueError past the detector's limit of pinned rooms."""
 
     def health(self) -> Mapping[str, str]:
-        """Each guarded dependency's breaker state: "healthy", "caution" or "critical"."""
+        """Each guarded dependency's breaker state: "healthy", "caution" or "critical" (an
+        embedded store or relay has no breaker: not listed)."""
+
+    def refusals(self) -> Mapping[str, int]:
+        """Requests each guarded dependency's breaker refused (failed fast), since start."""
+
+    def counters(self) -> Mapping[str, int]:
+        """Protection's events on this node since start, by kind (a fixed set of names)."""
+
+    def queues(self) -> Mapping[str, int]:
+        """Storage writes waiting now: per lane ("interactive", "hot", "bot"), and "hot_batches":
+        hot rooms' messages queued or being written in batches."""
+
+
+class ProtectionOps:
+    """:class:`RoomProtection` over the node's :class:`~chat.protect.guard.Protection`."""
+
+    def __init__(self, protection: Protection) -> None:
+        self._p = protection
+
+    def snapshot(self) -> Sequence[RoomView]:
+        return self._p.snapshot()
+
+    async def pin(self, room: int, hot: bool | None) -> None:
+        await self._p.pin(room, hot)
+
+    def health(self) -> Mapping[str, str]:
+        return self._p.health()
+
+    def refusals(self) -> Mapping[str, int]:
+        p = self._p
+        guarded = p.health()  # only the breakers in front of a real backend
+        return {b.dependency: b.refused for b in (p.store_breaker, p.relay_breaker) if b.dependency in guarded}
+
+    def counters(self) -> Mapping[str, int]:
+        return self._p.counters.as_dict()
+
+    def queues(self) -> Mapping[str, int]:
+        writes = self._p.writes
+        return {**{lane.name.lower(): writes.lanes.queued(lane) for lane in Lane}, "hot_batches": len(writes.batcher)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +181,7 @@ def room_wire(view: RoomView, facts: Facts | None) -> dict[str, Any]:
     return {
         "channel": str(view.channel),
         "send_per_s": round(view.send_per_s, 2),
+        "fanout_per_s": round(view.fanout_per_s, 2),
         "fetch_per_s": round(view.fetch_per_s, 2),
         "join_per_s": round(view.join_per_s, 2),
         "members": None if facts is None else facts.members,

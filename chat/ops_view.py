@@ -19,7 +19,7 @@ from typing import Any
 from chat.metrics.counters import MessageCounters, WireCounters
 from chat.metrics.looplag import LoopLag
 from chat.node import Node
-from chat.ops_rooms import HotRooms, RoomFacts, room_wire
+from chat.ops_rooms import RoomFacts, RoomProtection, room_wire
 from discovery.config.base import ConfigStore
 from discovery.config.schema import Setting
 from discovery.registry.base import NodeInfo, RegistryView
@@ -41,8 +41,8 @@ class OpsSources:
     wire: WireCounters
     messages: MessageCounters
     lag: LoopLag
-    rooms: HotRooms | None = None  # hot-room protection (None: not part of this node)
-    facts: RoomFacts | None = None  # the rooms' member and online counts
+    rooms: RoomProtection  # hot-room protection
+    facts: RoomFacts | None = None  # the rooms' member and online counts (None: not shown)
 
 
 class OpsView:
@@ -71,28 +71,23 @@ class OpsView:
             "view_age_s": round(view.age(time.monotonic()), 1),
         }
 
-    @property
-    def rooms_available(self) -> bool:
-        return self._s.rooms is not None
-
-    def hot_rooms(self) -> list[dict[str, Any]] | None:
-        """Every room hot-room protection watches, hottest first (None: no protection here)."""
+    def hot_rooms(self) -> list[dict[str, Any]]:
+        """Every room hot-room protection watches, hottest first."""
         rooms, facts = self._s.rooms, self._s.facts
-        if rooms is None:
-            return None
         views = rooms.snapshot()
         if facts is not None:
             facts.want([v.channel for v in views])
         return [room_wire(v, None if facts is None else facts.get(v.channel)) for v in views]
 
-    def breakers(self) -> list[dict[str, str]] | None:
-        """Each guarded backend's circuit breaker (an embedded node has none; None: no protection)."""
+    def breakers(self) -> list[dict[str, Any]]:
+        """Each guarded backend's circuit breaker, and the requests it refused since start (an
+        embedded node has none: its store and relay are in process)."""
         rooms = self._s.rooms
-        return None if rooms is None else [{"name": name, "state": state} for name, state in sorted(rooms.health().items())]
+        refused = rooms.refusals()
+        return [{"name": name, "state": state, "refused": refused.get(name, 0)} for name, state in sorted(rooms.health().items())]
 
     async def pin(self, room: int, hot: bool | None) -> None:
         """Pin protection of ``room`` on every node (ValueError past the detector's pin limit)."""
-        assert self._s.rooms is not None
         await self._s.rooms.pin(room, hot)
 
     def config(self) -> dict[str, Any]:
@@ -129,7 +124,6 @@ class OpsView:
             "cluster": await self.nodes(),
             "stats": self.stats(),
             "config": dict(self._s.config.snapshot().values),
-            # None (null) where hot-room protection is not part of the node: said so, not an empty list.
             "rooms": self.hot_rooms(),
             "breakers": self.breakers(),
         }

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from chat.metrics.looplag import LoopLag
     from chat.node import Node
     from chat.notify.notifier import Notifier
-    from chat.ops_rooms import HotRooms
+    from chat.ops_rooms import RoomProtection
     from discovery.registry.base import RegistryView
     from presence.tracker import TrackerStats
 
@@ -73,7 +73,7 @@ class Sources:
     presence: Callable[[], TrackerStats]
     lag: LoopLag
     notifier: Notifier | None = None  # offline notifications (None: no webhook configured, no families)
-    rooms: HotRooms | None = None  # hot-room protection (None: not part of this node, no families)
+    rooms: RoomProtection  # hot-room protection
 
 
 class ChatCollector(Collector):
@@ -166,21 +166,29 @@ class ChatCollector(Collector):
 
     def _hot_rooms(self) -> Iterator[Metric]:
         rooms = self._s.rooms
-        if rooms is None:
-            return
-        views = rooms.snapshot()
-        watched = GaugeMetricFamily("chat_hot_rooms", "Rooms hot-room protection watches, and those protected now (hot)", labels=["state"])
+        views = rooms.snapshot()  # rooms, not labels: counted here, listed by /v1/ops/hot-rooms
+        watched = GaugeMetricFamily(
+            "chat_hot_rooms",
+            "Rooms hot-room protection watches (above a local floor, reported, pinned), those protected now (hot),"
+            " and those that refused something in the last 10 s (throttled)",
+            labels=["state"],
+        )
         watched.add_metric(["watched"], len(views))
         watched.add_metric(["hot"], sum(1 for v in views if v.hot))
+        watched.add_metric(["throttled"], sum(1 for v in views if v.throttled))
         yield watched
         yield GaugeMetricFamily("chat_hot_rooms_pinned", "Rooms an operator pinned on or off", value=sum(1 for v in views if v.pinned is not None))
-        events = rooms.counters.as_dict()  # a fixed set of names: the fields of chat.protect's Counters
-        yield labelled(CounterMetricFamily, "chat_hot_events", "Hot-room protection's events on this node, by kind", "event", events)
+        # A fixed set of names (the fields of chat.protect's Counters): refusals, batches, windows, joins.
+        yield labelled(CounterMetricFamily, "chat_hot_events", "Hot-room protection's events on this node, by kind", "event", rooms.counters())
+        queued = "Storage writes waiting now: per lane, and hot rooms' messages queued or being written in batches (hot_batches)"
+        yield labelled(GaugeMetricFamily, "chat_storage_queue", queued, "queue", rooms.queues())
         states = GaugeMetricFamily("chat_breaker_state", "Circuit breaker of each guarded backend: 1 for its current state", labels=["breaker", "state"])
         for name, current in sorted(rooms.health().items()):
             for state in BREAKER_STATES:
                 states.add_metric([name, state], int(state == current))
         yield states
+        refused = "Requests a circuit breaker refused at once (failing fast) instead of sending them"
+        yield labelled(CounterMetricFamily, "chat_breaker_refused", refused, "breaker", rooms.refusals())
 
 
 def registry(sources: Sources) -> CollectorRegistry:

@@ -25,7 +25,8 @@ from tests.unit.conftest import SECRET, Node, make_node
 
 SCRAPE_TOKEN = "scrape-" + "s" * 40
 # Every label a chat_* family may carry, and the fixed values of each bounded one.
-ALLOWED_LABELS = {"op", "code", "transport", "reason", "node_id", "version", "le"}
+# Each from a fixed set in the code (hot-room events, queues, breakers and their states included).
+ALLOWED_LABELS = {"op", "code", "transport", "reason", "node_id", "version", "le", "state", "event", "queue", "breaker"}
 
 
 @pytest.fixture
@@ -79,13 +80,19 @@ def test_metrics_parse_and_every_family_has_a_type_and_help(node: Node) -> None:
         "chat_ws_outbox_frames": "gauge",
         "chat_event_loop_lag_seconds": "histogram",
         "process_open_fds": "gauge",
+        "chat_hot_rooms": "gauge",
+        "chat_hot_rooms_pinned": "gauge",
+        "chat_hot_events": "counter",
+        "chat_storage_queue": "gauge",
+        "chat_breaker_state": "gauge",
+        "chat_breaker_refused": "counter",
     }
     for name, kind in expected.items():
         assert families[name].type == kind, name
     for family in families.values():
         assert family.documentation, family.name
-    # Hot rooms and breakers are not part of this node yet: no family pretends otherwise.
-    assert not [n for n in families if "hot" in n or "breaker" in n]
+    # An embedded node guards no backend: no breaker series, but the families are declared.
+    assert not families["chat_breaker_state"].samples
 
 
 def test_counters_move_as_a_session_sends_subscribes_and_is_refused(node: Node) -> None:
@@ -150,11 +157,40 @@ def test_http_refusals_are_counted_by_code(node: Node) -> None:
         assert value(after, "chat_errors_total", transport="http", code=code) - value(before, "chat_errors_total", transport="http", code=code) == 1
 
 
+def test_a_hot_rooms_throttled_sends_are_counted(node: Node) -> None:
+    """A pinned room over its send limit refuses with throttled: the refusal, the protection's
+    event, the room's heat and its throttled state all show on /metrics."""
+    admin = {"Authorization": f"Bearer {node.token('root', roles=('admin',))}"}
+    room = node.channel("alice", kind="room")
+    limits = {"hot_room_send_per_s": 0.1, "hot_room_send_burst": 1, "hot_batching": False}
+    assert node.call("PUT", "/v1/ops/config", headers=admin, json=limits).status_code == 200
+    assert node.call("POST", f"/v1/ops/rooms/{room}/throttle", headers=admin, json={"pin": True}).status_code == 200
+    before = scrape(node)
+    codes = [node.post("alice", room, "hi", f"t{i}").status_code for i in range(3)]
+    assert codes[0] == 201 and codes[1:] == [429, 429], codes
+    after = scrape(node)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("chat_hot_events_total", event="sends_throttled") == 2
+    assert moved("chat_errors_total", transport="http", code="throttled") == 2
+    assert moved("chat_messages_stored_total") == 1
+    assert value(after, "chat_hot_rooms", state="hot") == 1 and value(after, "chat_hot_rooms", state="throttled") == 1
+    assert value(after, "chat_hot_rooms_pinned") == 1 and value(after, "chat_hot_events_total", event="rooms_heated") == 1
+    assert value(after, "chat_storage_queue", queue="hot") == 0
+
+
 def test_no_metric_has_a_per_channel_or_per_user_label(node: Node) -> None:
     channels = [node.channel(f"user{i}", [f"peer{i}"]) for i in range(3)]
+    channels.append(node.channel("user0", kind="room"))
     for i, channel in enumerate(channels):
-        assert node.post(f"user{i}", channel, "hello", f"k{i}").status_code == 201
+        assert node.post(f"user{i % 3}", channel, "hello", f"k{i}").status_code == 201
+    # A hot room too (pinned): counted in the hot-room families, never named in them.
+    admin = {"Authorization": f"Bearer {node.token('root', roles=('admin',))}"}
+    assert node.call("POST", f"/v1/ops/rooms/{channels[-1]}/throttle", headers=admin, json={"pin": True}).status_code == 200
     samples = scrape(node)
+    assert value(samples, "chat_hot_rooms", state="hot") == 1
     users = {f"user{i}" for i in range(3)} | {f"peer{i}" for i in range(3)}
     for (name, labels), _ in samples.items():
         if not name.startswith("chat_"):

@@ -1,11 +1,11 @@
 """The operators' API in process: admins only, every config change validated, the node list, the
-dashboard's stream and page, and hot rooms that say they are not available yet."""
+dashboard's stream and page, and hot rooms pinned and released through the node's protection."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -16,9 +16,7 @@ from chat.app import create_app
 from chat.config import from_env
 from chat.errors import RateLimited
 from chat.models import Principal
-from discovery.config.schema import Schema, Setting
-from discovery.node import Discovery, DiscoverySettings
-from tests.unit.conftest import SECRET, Node
+from tests.unit.conftest import Node
 
 
 def test_only_admins_reach_the_ops_api(node: Node) -> None:
@@ -73,11 +71,50 @@ def test_nodes_lists_this_node_with_its_load_and_readiness(node: Node) -> None:
     assert body["this_node"] == {"node_id": "inproc", "ready": True, "failing": {}}
 
 
-def test_hot_rooms_say_they_are_not_available_rather_than_an_empty_list(node: Node) -> None:
-    for method, path in (("GET", "/v1/ops/hot-rooms"), ("POST", "/v1/ops/rooms/123/throttle")):
-        r = node.call(method, path, headers=admin_headers(node), json={"pin": True})
-        assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
-        assert "not available yet" in r.json()["error"]["message"]
+def hot_rooms(node: Node) -> dict[str, dict[str, Any]]:
+    r = node.call("GET", "/v1/ops/hot-rooms", headers=admin_headers(node))
+    assert r.status_code == 200
+    return {room["channel"]: room for room in r.json()["rooms"]}
+
+
+def test_an_admin_pins_a_room_hot_and_releases_it(node: Node) -> None:
+    admin = admin_headers(node)
+    room = node.channel("alice", ["bob"], kind="room")
+    assert hot_rooms(node) == {}  # a quiet node watches nothing
+    r = node.call("POST", f"/v1/ops/rooms/{room}/throttle", headers=admin, json={"pin": True})
+    assert r.status_code == 200 and r.json() == {"channel": room, "pin": True}
+    shown = hot_rooms(node)[room]
+    assert shown["hot"] is True and shown["pinned"] is True and shown["hot_since"] > 1_700_000_000_000
+    assert {"send_per_s", "fanout_per_s", "fetch_per_s", "join_per_s", "members", "online", "throttled"} <= set(shown)
+    # Member and online counts are read off the request's path: there within a few reads.
+    for _ in range(200):
+        if hot_rooms(node)[room]["members"] is not None:
+            break
+    assert hot_rooms(node)[room]["members"] == 2 and hot_rooms(node)[room]["online"] == 0
+    # In force: the protection treats the room as hot (its sends go through the hot lane and limits).
+    assert node.client.app.state.parts.protection.rooms.protected(int(room))  # type: ignore[attr-defined]
+    assert node.call("POST", f"/v1/ops/rooms/{room}/throttle", headers=admin, json={"pin": False}).status_code == 200
+    assert hot_rooms(node)[room]["hot"] is False and hot_rooms(node)[room]["pinned"] is False
+    assert node.call("POST", f"/v1/ops/rooms/{room}/throttle", headers=admin, json={"pin": None}).json()["pin"] is None
+    assert hot_rooms(node).get(room, {"pinned": None})["pinned"] is None  # back to its rates
+    assert not node.client.app.state.parts.protection.rooms.protected(int(room))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"pin": "yes"}', b'{"pin": 1}', b'{"pin": true, "for_s": 60}', b"[true]", b"not json"])
+def test_a_bad_throttle_body_is_refused_with_the_reason(node: Node, body: bytes) -> None:
+    room = node.channel("alice", kind="room")
+    r = node.call("POST", f"/v1/ops/rooms/{room}/throttle", headers=admin_headers(node), content=body)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request" and r.json()["error"]["message"]
+    assert hot_rooms(node) == {}  # nothing pinned
+
+
+def test_only_existing_rooms_can_be_pinned(node: Node) -> None:
+    admin = admin_headers(node)
+    group = node.channel("alice", ["bob"])
+    r = node.call("POST", f"/v1/ops/rooms/{group}/throttle", headers=admin, json={"pin": True})
+    assert r.status_code == 400 and "only rooms" in r.json()["error"]["message"]
+    assert node.call("POST", "/v1/ops/rooms/4242/throttle", headers=admin, json={"pin": True}).status_code == 404
+    assert node.call("POST", "/v1/ops/rooms/not-an-id/throttle", headers=admin, json={"pin": True}).status_code == 404
 
 
 def test_config_lists_each_setting_with_its_bounds_and_validates_changes(node: Node) -> None:
@@ -121,7 +158,7 @@ def test_the_event_stream_sends_snapshots_and_then_ends(node: Node, monkeypatch:
     assert kind == "event: snapshot"
     snapshot = orjson.loads(data.removeprefix("data: "))
     assert snapshot["node_id"] == "inproc" and snapshot["cluster"]["nodes"][0]["node_id"] == "inproc"
-    assert snapshot["rooms"] is None and snapshot["breakers"] is None  # not available yet: said so
+    assert snapshot["rooms"] == [] and snapshot["breakers"] == []  # nothing hot; an embedded node has no breakers
     assert set(snapshot["stats"]) >= {"connections", "messages_stored", "deliveries", "resyncs", "loop_lag_ms"}
 
 

@@ -1,11 +1,12 @@
 """Hot rooms for operators (chat/ops_rooms.py, and their metrics): member and online counts
-cached off the dashboard's path, rooms as the API shows them, and the hot-room and breaker
-families — exported only where hot-room protection exists."""
+cached off the dashboard's path, rooms as the API shows them, the hot-room, queue and breaker
+families (rooms counted, never labelled), and the adapter over the node's real protection."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,7 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from chat.metrics.collector import ChatCollector, Sources
 from chat.metrics.counters import HttpCounters, MessageCounters, WireCounters
 from chat.metrics.looplag import LoopLag
-from chat.ops_rooms import FACTS_ROOMS, FACTS_TTL_S, Facts, RoomFacts, room_wire
+from chat.models import Channel, ChannelKind
+from chat.ops_rooms import FACTS_ROOMS, FACTS_TTL_S, Facts, ProtectionOps, RoomFacts, room_wire
+from chat.protect.guard import Protection
+from chat.relay.local import LocalRelay
+from chat.store.sqlite import SqliteMessageStore
+from chat.waiting.memory import MemoryWaitingRooms
 from discovery.registry.base import RegistryView
 from presence.tracker import TrackerStats
 
@@ -24,6 +30,7 @@ from presence.tracker import TrackerStats
 class View:
     channel: int
     send_per_s: float = 0.0
+    fanout_per_s: float = 0.0
     fetch_per_s: float = 0.0
     join_per_s: float = 0.0
     hot: bool = False
@@ -37,7 +44,15 @@ class FakeRooms:
     views: list[View]
     states: dict[str, str] = field(default_factory=dict)
     pins: list[tuple[int, bool | None]] = field(default_factory=list)
-    counters: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(as_dict=lambda: {"sends_throttled": 3, "rooms_heated": 1}))
+
+    def counters(self) -> dict[str, int]:
+        return {"sends_throttled": 3, "rooms_heated": 1}
+
+    def queues(self) -> dict[str, int]:
+        return {"interactive": 0, "hot": 4, "bot": 1, "hot_batches": 7}
+
+    def refusals(self) -> dict[str, int]:
+        return {name: 2 for name in self.states}
 
     def snapshot(self) -> list[View]:
         return self.views
@@ -135,6 +150,7 @@ def test_a_room_shows_its_rates_state_and_counts() -> None:
     assert room_wire(view, Facts(1200, 300, False)) == {
         "channel": str(2**62 + 5),  # IDs travel as strings: 64 bits do not fit a JSON number
         "send_per_s": 31.23,
+        "fanout_per_s": 0.0,
         "fetch_per_s": 2,
         "join_per_s": 0.5,
         "members": 1200,
@@ -148,7 +164,7 @@ def test_a_room_shows_its_rates_state_and_counts() -> None:
     assert room_wire(view, None)["members"] is None
 
 
-def collect(rooms: FakeRooms | None) -> dict[str, object]:
+def collect(rooms: FakeRooms) -> dict[str, object]:
     sources = Sources(
         node_id="n",
         version="0.1.0",
@@ -168,12 +184,14 @@ def collect(rooms: FakeRooms | None) -> dict[str, object]:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
 
 
-def test_hot_room_and_breaker_families_exist_only_with_protection() -> None:
-    assert not [k for k in collect(None) if "hot" in k[0] or "breaker" in k[0]]
-    rooms = FakeRooms([View(101, hot=True, pinned=True), View(102), View(103, pinned=False)], {"cassandra": "critical", "redis": "healthy"})
+def test_hot_room_queue_and_breaker_families() -> None:
+    rooms = FakeRooms([View(101, hot=True, pinned=True, throttled=True), View(102), View(103, pinned=False)], {"cassandra": "critical", "redis": "healthy"})
     samples = collect(rooms)
     assert samples[("chat_hot_rooms", (("state", "watched"),))] == 3
     assert samples[("chat_hot_rooms", (("state", "hot"),))] == 1
+    assert samples[("chat_hot_rooms", (("state", "throttled"),))] == 1
+    assert samples[("chat_storage_queue", (("queue", "hot"),))] == 4 and samples[("chat_storage_queue", (("queue", "hot_batches"),))] == 7
+    assert samples[("chat_breaker_refused_total", (("breaker", "cassandra"),))] == 2
     assert samples[("chat_hot_rooms_pinned", ())] == 2
     assert samples[("chat_hot_events_total", (("event", "sends_throttled"),))] == 3
     states = {labels: v for (name, labels), v in samples.items() if name == "chat_breaker_state"}
@@ -188,3 +206,27 @@ def test_hot_room_and_breaker_families_exist_only_with_protection() -> None:
 def test_breaker_states_are_one_hot(states: dict[str, str]) -> None:
     samples = collect(FakeRooms([], states))
     assert sum(v for (name, _), v in samples.items() if name == "chat_breaker_state") == len(states)
+
+
+async def test_the_adapter_reads_the_real_protection(tmp_path: Path) -> None:
+    """ProtectionOps over a Protection on the embedded store: a pinned room is listed hot, the
+    counters and queues are the protection's own, and an embedded node has no breakers."""
+    store = SqliteMessageStore(tmp_path / "chat.sqlite3")
+    await store.open()
+    relay = LocalRelay()
+    protection = Protection(node_id="n", store=store, relay=relay, lines=MemoryWaitingRooms(), guard_store=False, guard_relay=False)
+    try:
+        room = Channel(7, ChannelKind.ROOM, "lobby", "alice", 1)
+        await store.create_channel(room, ["alice"])
+        ops = ProtectionOps(protection)
+        await ops.pin(7, True)
+        (view,) = ops.snapshot()
+        assert view.channel == 7 and view.hot and view.pinned is True and view.hot_since_ms is not None
+        assert ops.counters()["rooms_heated"] == 1
+        assert ops.queues() == {"interactive": 0, "hot": 0, "bot": 0, "hot_batches": 0}
+        assert ops.health() == {} and ops.refusals() == {}
+        await ops.pin(7, None)
+        assert all(v.pinned is None for v in ops.snapshot())
+    finally:
+        await protection.close()
+        await store.close()
