@@ -13,7 +13,7 @@ const state = {
   lastAt: 0,
   previous: null, // the previous snapshot's stats (rates are differences)
   rate: [], // this node's messages/s
-  rooms: new Map(), // channel → [sends/s samples]
+  rooms: new Map(), // channel → its table row, its cells and its rate samples
   settings: [], // declarations from GET /v1/ops/config
   values: {}, // the values the form started from
   retry: 500,
@@ -144,12 +144,12 @@ function svg(tag, attrs = {}) {
   return node;
 }
 
+// The samples across the whole width (up to HISTORY of them: the last two minutes), scaled to their maximum.
 function sparkPoints(samples) {
   if (samples.length < 2) return "";
   const max = Math.max(1, ...samples);
-  const step = 120 / (HISTORY - 1);
-  const start = HISTORY - samples.length;
-  return samples.map((v, i) => `${((start + i) * step).toFixed(1)},${(27 - (v / max) * 25).toFixed(1)}`).join(" ");
+  const step = 120 / (samples.length - 1);
+  return samples.map((v, i) => `${(i * step).toFixed(1)},${(27 - (v / max) * 25).toFixed(1)}`).join(" ");
 }
 
 function sparkline(samples, label) {
@@ -236,61 +236,97 @@ function renderNodes(cluster) {
   $("view-age").textContent = cluster.view_age_s > 0 ? `This node's view of the cluster may be ${fmt(cluster.view_age_s)} s old (ZooKeeper unreachable).` : "";
 }
 
+// Rows are kept per room and updated in place (a button being clicked or focused survives the
+// next snapshot); each room keeps two minutes of its send, fetch and join rates for sparklines.
+const RATES = [["send_per_s", "Sends"], ["fetch_per_s", "Fetches"], ["join_per_s", "Joins"]];
+
+function roomRow(channel) {
+  const row = { tr: el("tr", { "data-testid": "room-row", "data-channel": channel }), samples: {}, rates: {}, sparks: {} };
+  const cells = [el("td", { "data-label": "Room", class: "node-id", text: channel })];
+  for (const [key, label] of RATES) {
+    row.samples[key] = [];
+    row.rates[key] = el("span", { "data-testid": `room-${key}` });
+    row.sparks[key] = sparkline([], `${label} per second of room ${channel}, last two minutes`);
+    cells.push(el("td", { "data-label": `${label}/s` }, el("span", { class: "rate" }, row.rates[key], row.sparks[key])));
+  }
+  row.members = el("td", { "data-label": "Members" });
+  row.online = el("td", { "data-label": "Online" });
+  row.badges = el("span", { "data-testid": "room-state" });
+  row.since = el("td", { "data-label": "Hot since" });
+  row.pins = pinControls(channel);
+  cells.push(row.members, row.online, el("td", { "data-label": "State" }, row.badges), row.since, el("td", { "data-label": "Protection" }, row.pins.group));
+  row.tr.append(...cells);
+  return row;
+}
+
+function updateRoom(row, room) {
+  row.tr.className = room.hot ? "hot" : "";
+  row.tr.dataset.hot = String(Boolean(room.hot));
+  row.tr.dataset.pinned = String(room.pinned);
+  row.tr.dataset.throttled = String(Boolean(room.throttled));
+  for (const [key] of RATES) {
+    push(row.samples[key], room[key]);
+    row.rates[key].textContent = fmt(room[key]);
+    row.sparks[key].querySelector("polyline").setAttribute("points", sparkPoints(row.samples[key]));
+  }
+  row.members.textContent = fmt(room.members);
+  row.online.textContent = room.online_sampled ? `≥ ${fmt(room.online)}` : fmt(room.online);
+  const badges = [];
+  if (room.hot) badges.push(el("span", { class: "badge bad", text: "hot" }));
+  if (room.throttled) badges.push(el("span", { class: "badge warn", text: "throttled" }));
+  if (room.pinned === true) badges.push(el("span", { class: "badge info", text: "pinned on" }));
+  if (room.pinned === false) badges.push(el("span", { class: "badge info", text: "pinned off" }));
+  if (!badges.length) badges.push(el("span", { class: "badge ok", text: "watched" }));
+  row.badges.replaceChildren(...badges);
+  row.since.textContent = ago(room.hot_since);
+  row.since.title = room.hot_since ? new Date(room.hot_since).toISOString() : "";
+  for (const [pin, button] of row.pins.buttons) button.setAttribute("aria-pressed", String(room.pinned === pin));
+}
+
 function renderRooms(rooms) {
-  const unavailable = rooms === null || rooms === undefined;
-  $("rooms-unavailable").hidden = !unavailable;
-  $("rooms-table").hidden = unavailable || rooms.length === 0;
-  $("rooms-empty").hidden = unavailable || rooms.length > 0;
-  if (unavailable) return;
+  $("rooms-table").hidden = rooms.length === 0;
+  $("rooms-empty").hidden = rooms.length > 0;
   const seen = new Set();
   const rows = rooms.map((room) => {
     seen.add(room.channel);
-    const samples = state.rooms.get(room.channel) || [];
-    push(samples, room.send_per_s);
-    state.rooms.set(room.channel, samples);
-    const badges = [];
-    if (room.hot) badges.push(el("span", { class: "badge bad", text: "hot" }));
-    if (room.throttled) badges.push(el("span", { class: "badge warn", text: "throttled" }));
-    if (room.pinned === true) badges.push(el("span", { class: "badge info", text: "pinned on" }));
-    if (room.pinned === false) badges.push(el("span", { class: "badge info", text: "pinned off" }));
-    if (!badges.length) badges.push(el("span", { class: "badge ok", text: "watched" }));
-    return el(
-      "tr",
-      { class: room.hot ? "hot" : "", "data-testid": "room-row", "data-channel": room.channel, "data-hot": String(Boolean(room.hot)), "data-pinned": String(room.pinned) },
-      el("td", { "data-label": "Room", class: "node-id", text: room.channel }),
-      el("td", { "data-label": "Sends/s" }, el("span", {}, el("span", { text: fmt(room.send_per_s) }), sparkline(samples, `Sends per second of room ${room.channel}`))),
-      el("td", { "data-label": "Fetches/s", text: fmt(room.fetch_per_s) }),
-      el("td", { "data-label": "Joins/s", text: fmt(room.join_per_s) }),
-      el("td", { "data-label": "Members", text: fmt(room.members) }),
-      el("td", { "data-label": "Online", text: fmt(room.online) }),
-      el("td", { "data-label": "State" }, el("span", {}, ...badges)),
-      el("td", { "data-label": "Hot since", title: room.hot_since ? new Date(room.hot_since).toISOString() : "", text: ago(room.hot_since) }),
-      el("td", { "data-label": "Protection" }, pinControls(room)),
-    );
+    let row = state.rooms.get(room.channel);
+    if (!row) state.rooms.set(room.channel, (row = roomRow(room.channel)));
+    updateRoom(row, room);
+    return row.tr;
   });
   for (const channel of [...state.rooms.keys()]) if (!seen.has(channel)) state.rooms.delete(channel);
-  $("rooms-body").replaceChildren(...rows);
+  const body = $("rooms-body");
+  rows.forEach((tr, i) => {
+    if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null); // hottest first, nodes kept
+  });
+  while (body.children.length > rows.length) body.lastElementChild.remove();
   $("rooms-count").textContent = `${rooms.filter((r) => r.hot).length} hot of ${rooms.length} watched`;
 }
 
-function pinControls(room) {
-  const group = el("span", { class: "pins", role: "group", "aria-label": `Protection of room ${room.channel}` });
-  for (const [pin, label, testid] of [[true, "Protect", "pin-on"], [false, "Unprotect", "pin-off"], [null, "Auto", "pin-release"]]) {
-    const button = el("button", { type: "button", "aria-pressed": String(room.pinned === pin || (pin === null && room.pinned === undefined)), "data-testid": testid, text: label });
+function pinControls(channel) {
+  const group = el("span", { class: "pins", role: "group", "aria-label": `Protection of room ${channel}` });
+  const buttons = [];
+  for (const [pin, label, testid, title] of [
+    [true, "Protect", "pin-on", "Protect this room on every node, whatever its rates"],
+    [false, "Unprotect", "pin-off", "Never protect this room, whatever its rates"],
+    [null, "Auto", "pin-release", "Release the pin: its rates decide again"],
+  ]) {
+    const button = el("button", { type: "button", "aria-pressed": "false", "data-testid": testid, title, text: label });
     button.addEventListener("click", async () => {
       button.disabled = true;
       try {
-        await api("POST", `/v1/ops/rooms/${encodeURIComponent(room.channel)}/throttle`, { pin });
-        setStatus($("rooms-status"), `Room ${room.channel}: ${pin === null ? "back to automatic" : pin ? "protected" : "unprotected"} on every node.`, true);
+        await api("POST", `/v1/ops/rooms/${encodeURIComponent(channel)}/throttle`, { pin });
+        setStatus($("rooms-status"), `Room ${channel}: ${pin === null ? "back to automatic" : pin ? "protected" : "unprotected"} on every node.`, true);
       } catch (error) {
-        setStatus($("rooms-status"), `Could not change room ${room.channel}: ${error.message}`, false);
+        setStatus($("rooms-status"), `Could not change room ${channel}: ${error.message}`, false);
       } finally {
         button.disabled = false;
       }
     });
+    buttons.push([pin, button]);
     group.append(button);
   }
-  return group;
+  return { group, buttons };
 }
 
 function setStatus(node, text, ok) {
@@ -299,12 +335,18 @@ function setStatus(node, text, ok) {
 }
 
 function renderBreakers(breakers) {
-  const unavailable = breakers === null || breakers === undefined;
-  $("breakers-unavailable").hidden = !unavailable;
-  $("breakers-none").hidden = unavailable || breakers.length > 0;
+  $("breakers-none").hidden = breakers.length > 0;
   const tone = { healthy: "ok", caution: "warn", critical: "bad" };
   $("breakers-list").replaceChildren(
-    ...(unavailable ? [] : breakers).map((b) => el("li", { "data-testid": "breaker", "data-state": b.state }, el("span", { class: "node-id", text: `${b.name} ` }), el("span", { class: `badge ${tone[b.state] || "info"}`, text: b.state }))),
+    ...breakers.map((b) =>
+      el(
+        "li",
+        { "data-testid": "breaker", "data-state": b.state, title: `${fmt(b.refused)} requests refused at once since the node started` },
+        el("span", { class: "node-id", text: `${b.name} ` }),
+        el("span", { class: `badge ${tone[b.state] || "info"}`, text: b.state }),
+        b.refused ? el("span", { class: "muted small", text: ` ${fmt(b.refused)} refused` }) : null,
+      ),
+    ),
   );
 }
 

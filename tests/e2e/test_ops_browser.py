@@ -1,5 +1,6 @@
 """The operations dashboard in a real browser: an admin signs in to ``/ops`` on a development node,
-sees the cluster's nodes and this node's health update live, and the page works on a phone.
+sees the cluster's nodes and this node's health update live, changes a threshold, sees a room
+turn hot live, pins and releases it, and the page works on a phone.
 
 Drives Debian's Chromium through Playwright like tests/e2e/test_browser.py; every wait is one of
 Playwright's bounded ``expect`` assertions. ``CHAT_SCREENSHOT_OPS=docs/ops-dashboard.png``
@@ -8,11 +9,14 @@ refreshes the README's screenshot of the dashboard.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright import sync_api
 
@@ -45,6 +49,37 @@ class Operator:
 
     def node_row(self, node_id: str) -> sync_api.Locator:
         return self.page.locator(f'[data-testid="node-row"][data-node="{node_id}"]')
+
+
+class Trickle:
+    """Messages to ``room`` at about ``per_s`` from a thread of its own until the block ends: a
+    busy room for the dashboard to show (its rate, sparkline, heat)."""
+
+    def __init__(self, client: httpx.Client, room: str, *, per_s: float) -> None:
+        self._client = client
+        self._room = room
+        self._interval_s = 1 / per_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trickle", daemon=True)
+        self.sent = 0
+        self.refused: list[str] = []
+
+    def __enter__(self) -> Trickle:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._client.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):  # the pace of a busy room, not a wait for an event
+            r = self._client.post(f"/v1/channels/{self._room}/messages", json={"text": f"hello {self.sent}", "client_msg_id": f"t{self.sent}"})
+            if r.status_code == 201:
+                self.sent += 1
+            else:
+                self.refused.append(r.text)
 
 
 @pytest.fixture
@@ -87,14 +122,71 @@ def test_an_admin_sees_the_node_and_its_load_live(dev_server: ServerProcess, ope
     expect(row.get_by_test_id("node-connections")).to_have_text(re.compile(r"^0 / 10,?000$"), timeout=REMOTE_TIMEOUT_MS)
     assert page.evaluate("window.__sameDocument === true"), "the dashboard was reloaded"
 
-    # Hot-room protection is not part of this node yet: the page says so instead of an empty table.
-    expect(page.get_by_test_id("ops-rooms-unavailable")).to_be_visible()
+    # A quiet node: no room watched, and no breaker (its store and relay are embedded).
     expect(page.get_by_test_id("room-row")).to_have_count(0)
+    expect(page.get_by_test_id("ops-breakers-none")).to_be_visible()
     assert operator.errors == [], operator.errors
 
-    screenshot = Path(os.environ.get("CHAT_SCREENSHOT_OPS") or tmp_path / "ops-dashboard.png")
-    page.screenshot(path=str(screenshot), full_page=True)
-    assert screenshot.stat().st_size > 10_000
+
+def test_an_admin_sees_a_room_turn_hot_pins_and_releases_it_after_changing_a_threshold(
+    dev_server: ServerProcess,  # noqa: F811
+    operator: Operator,
+    tmp_path: Path,
+) -> None:
+    operator.sign_in_as_admin()
+    page = operator.page
+    with contextlib.ExitStack() as stack:
+        admin = stack.enter_context(dev_server.http(token=dev_server.token("root", roles=("admin",))))
+        alice = stack.enter_context(dev_server.http("alice"))
+        # A threshold changed on the dashboard: a room is hot from 2 messages/s (not 50), no restart.
+        page.get_by_test_id("setting-hot_send_per_s").fill("2")
+        page.get_by_test_id("ops-settings-save").click()
+        expect(page.get_by_test_id("ops-settings-status")).to_have_text("Saved hot_send_per_s.", timeout=LOCAL_TIMEOUT_MS)
+        assert admin.get("/v1/ops/config").json()["config"]["hot_send_per_s"] == 2.0
+
+        # A room gets busy: its row appears and turns hot while the page stays open.
+        r = alice.post("/v1/channels", json={"kind": "room", "name": "launch party", "members": ["bob"]})
+        assert r.status_code == 201, r.text
+        room = r.json()["channel"]["id"]
+        row = page.locator(f'[data-testid="room-row"][data-channel="{room}"]')
+        expect(row).to_have_count(0)
+        trickle = Trickle(dev_server.http("alice"), room, per_s=8)  # far above 2/s, far below any limit
+        stack.enter_context(trickle)
+        expect(row).to_have_attribute("data-hot", "true", timeout=REMOTE_TIMEOUT_MS)
+        expect(row.get_by_test_id("room-send_per_s")).not_to_have_text("0", timeout=REMOTE_TIMEOUT_MS)
+        expect(row.get_by_test_id("room-state")).to_contain_text("hot")
+        expect(row.locator('td[data-label="Members"]')).to_have_text("2", timeout=REMOTE_TIMEOUT_MS)
+        expect(row.locator("polyline").first).to_have_attribute("points", re.compile(r"\d"), timeout=REMOTE_TIMEOUT_MS)  # a sparkline
+        expect(page.locator("#rooms-count")).to_have_text(re.compile(r"^1 hot of \d+ watched$"))
+
+        # Unprotect it by hand (pinned off on every node), then protect it, then back to automatic.
+        row.get_by_test_id("pin-off").click()
+        expect(row).to_have_attribute("data-pinned", "false", timeout=REMOTE_TIMEOUT_MS)
+        expect(row).to_have_attribute("data-hot", "false")
+        expect(row.get_by_test_id("pin-off")).to_have_attribute("aria-pressed", "true")
+        row.get_by_test_id("pin-on").click()
+        expect(row).to_have_attribute("data-pinned", "true", timeout=REMOTE_TIMEOUT_MS)
+        expect(row).to_have_attribute("data-hot", "true")
+        expect(page.get_by_test_id("ops-rooms-status")).to_have_text(f"Room {room}: protected on every node.")
+        shown = {r["channel"]: r for r in admin.get("/v1/ops/hot-rooms").json()["rooms"]}[room]
+        assert shown["pinned"] is True and shown["hot"] is True and shown["members"] == 2
+        assert operator.errors == [], operator.errors
+
+        # The README's screenshot: a hot room, pinned, on the live dashboard (a few seconds of its rates).
+        expect(row.locator("polyline").first).to_have_attribute("points", re.compile(r"^(\S+ ){5,}\S+$"), timeout=REMOTE_TIMEOUT_MS)
+        screenshot = Path(os.environ.get("CHAT_SCREENSHOT_OPS") or tmp_path / "ops-dashboard.png")
+        page.set_viewport_size({"width": 1280, "height": 1180})  # the whole page, nothing sticky mid-way
+        page.screenshot(path=str(screenshot))
+        assert screenshot.stat().st_size > 10_000
+
+        row.get_by_test_id("pin-release").click()
+        expect(row).to_have_attribute("data-pinned", "null", timeout=REMOTE_TIMEOUT_MS)
+        expect(row.get_by_test_id("pin-release")).to_have_attribute("aria-pressed", "true")
+        expect(row).to_have_attribute("data-hot", "true")  # its rates decide again: still busy, still hot
+        shown = {r["channel"]: r for r in admin.get("/v1/ops/hot-rooms").json()["rooms"]}[room]
+        assert shown["pinned"] is None and shown["hot"] is True
+        assert operator.errors == [], operator.errors
+    assert trickle.sent > 10 and trickle.refused == [], trickle.refused
 
 
 def test_the_dashboard_fits_a_phone(dev_server: ServerProcess, browser: sync_api.Browser) -> None:  # noqa: F811
