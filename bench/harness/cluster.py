@@ -51,7 +51,7 @@ def cql_session(hosts: str) -> Any:
 
     host, _, port = hosts.split(",", 1)[0].strip().partition(":")
     profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=60)
-    return Cluster([(host, int(port or 9042))], protocol_version=5, execution_profiles={EXEC_PROFILE_DEFAULT: profile}).connect()
+    return Cluster([(host, int(port or 9042))], protocol_version=4, execution_profiles={EXEC_PROFILE_DEFAULT: profile}).connect()
 
 
 @contextlib.contextmanager

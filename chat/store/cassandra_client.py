@@ -115,8 +115,8 @@ class CassandraClient:
         """Connect to the cluster (bounded); raises :class:`Unavailable` if it cannot."""
         loop = asyncio.get_running_loop()
         connecting = loop.run_in_executor(None, self._connect_sync)
-        # Both connection attempts (v5, then v4) may each wait for the connect timeouts.
-        bound = 4 * self._connect_timeout_s + 5 * self.timeout_s + 2
+        # The connect itself may wait for the connect timeouts, then the schema reads.
+        bound = 2 * self._connect_timeout_s + 3 * self.timeout_s + 2
         try:
             self._cluster, self._session = await asyncio.wait_for(asyncio.shield(connecting), bound)
         except (TimeoutError, asyncio.CancelledError) as exc:
@@ -130,7 +130,7 @@ class CassandraClient:
 
     def _connect_sync(self) -> tuple[Cluster, Session]:
         from cassandra import ConsistencyLevel, ProtocolVersion
-        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
         from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
         from cassandra.query import dict_factory
 
@@ -143,37 +143,30 @@ class CassandraClient:
             extra["connection_class"] = LibevConnection
         except ImportError:  # pragma: no cover - depends on the platform's wheel
             log.info("cassandra-driver libev reactor not available; using the default reactor")
-        last_error: BaseException | None = None
-        for version in (ProtocolVersion.V5, ProtocolVersion.V4):
-            profile = ExecutionProfile(
-                load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
-                consistency_level=consistency,
-                serial_consistency_level=serial,
-                request_timeout=self.timeout_s,
-                row_factory=dict_factory,
-            )
-            cluster = Cluster(
-                contact_points=self._contact_points,
-                protocol_version=version,
-                execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-                connect_timeout=self._connect_timeout_s,
-                control_connection_timeout=self._connect_timeout_s,
-                reconnection_policy=ExponentialReconnectionPolicy(0.5, 30.0),
-                **extra,
-            )
-            try:
-                return cluster, cluster.connect()
-            except NoHostAvailable as exc:
-                cluster.shutdown()
-                last_error = exc
-                if not any("protocol" in str(e).lower() for e in exc.errors.values()):
-                    raise
-                log.info("cassandra refused protocol v%d; trying an older one", version)
-            except BaseException:
-                cluster.shutdown()
-                raise
-        assert last_error is not None
-        raise last_error
+        # Native protocol v4, not v5: the driver's v5 framing (checksummed segments) has failed
+        # here on large multi-segment responses such as the control connection's schema read
+        # ("CRC mismatch on header"), and v5 brings nothing this store uses.
+        profile = ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+            consistency_level=consistency,
+            serial_consistency_level=serial,
+            request_timeout=self.timeout_s,
+            row_factory=dict_factory,
+        )
+        cluster = Cluster(
+            contact_points=self._contact_points,
+            protocol_version=ProtocolVersion.V4,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            connect_timeout=self._connect_timeout_s,
+            control_connection_timeout=self._connect_timeout_s,
+            reconnection_policy=ExponentialReconnectionPolicy(0.5, 30.0),
+            **extra,
+        )
+        try:
+            return cluster, cluster.connect()
+        except BaseException:
+            cluster.shutdown()
+            raise
 
     async def prepare(self, statements: Mapping[str, tuple[str, bool]]) -> None:
         """Prepare ``{name: (cql, is_idempotent)}`` for :meth:`execute`, :meth:`cas` and :meth:`batch`."""

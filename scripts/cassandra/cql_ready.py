@@ -44,7 +44,7 @@ def _query_with_driver(host: str, port: int, timeout: float) -> str:
         connect_timeout=timeout,
         control_connection_timeout=timeout,
         load_balancing_policy=RoundRobinPolicy(),
-        protocol_version=5,
+        protocol_version=4,
     )
     try:
         session = cluster.connect()

@@ -57,7 +57,7 @@ def cql_session(keyspace: str | None = None) -> Any:
 
     host, _, port = CASSANDRA_HOSTS.split(",")[0].partition(":")
     profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=30)
-    cluster = Cluster([(host, int(port or 9042))], protocol_version=5, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
+    cluster = Cluster([(host, int(port or 9042))], protocol_version=4, execution_profiles={EXEC_PROFILE_DEFAULT: profile})
     return cluster.connect(keyspace)
 
 
