@@ -4,36 +4,57 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Mapping
 
 from chat.config import ConfigError, Settings, from_env
 from chat.errors import ExitCode, StartupError
 
 
-def _settings(*, create_dev_secret: bool = True) -> Settings:
+def _settings(*, create_dev_secret: bool = True, json_errors: bool = False) -> Settings:
+    """The settings, or exit 2 after saying why: one line per problem, or — for a node that logs
+    JSON (``json_errors``) — one JSON line listing them all."""
     try:
         settings = from_env(create_dev_secret=create_dev_secret)
     except ConfigError as error:
-        print("chat: invalid configuration:", file=sys.stderr)
-        for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
+        if json_errors and _wants_json_logs(os.environ):
+            from chat.logsetup import failure_line
+
+            print(failure_line("invalid configuration", ExitCode.CONFIG, problems=error.problems), file=sys.stderr)
+        else:
+            print("chat: invalid configuration:", file=sys.stderr)
+            for problem in error.problems:
+                print(f"  {problem}", file=sys.stderr)
         raise SystemExit(ExitCode.CONFIG) from None
-    for warning in settings.warnings:
-        print(f"chat: warning: {warning}", file=sys.stderr)
+    if not json_errors:  # a node logs its warnings through its own log format
+        for warning in settings.warnings:
+            print(f"chat: warning: {warning}", file=sys.stderr)
     return settings
 
 
+def _wants_json_logs(env: Mapping[str, str]) -> bool:
+    """What CHAT_LOG_FORMAT would choose, read raw (for a configuration that did not parse)."""
+    chosen = env.get("CHAT_LOG_FORMAT", "").strip().lower()
+    return chosen == "json" or (not chosen and env.get("CHAT_ENV", "").strip().lower() == "production")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from chat import logsetup
     from chat.app import create_app
     from chat.server import run
 
-    settings = _settings()
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(json_errors=True)
+    logsetup.configure(kind=settings.log_format, level=args.log_level, node_id=settings.node_id)
+    for warning in settings.warnings:
+        logging.getLogger("chat.config").warning("%s", warning)
     app = create_app(settings)
     try:
         return run(app, settings, log_level=args.log_level)
     except StartupError as error:
-        print(f"chat: {error}", file=sys.stderr)
+        # One line: `chat: <why>` in text, one JSON object (with its exit code) in JSON.
+        text = logsetup.failure_line(str(error), error.exit_code, node_id=settings.node_id) if settings.log_format == "json" else f"chat: {error}"
+        print(text, file=sys.stderr)
         return error.exit_code
 
 

@@ -18,8 +18,8 @@ from starlette.routing import Route
 
 from chat import commands
 from chat.channels import ChannelService, ChannelView
-from chat.errors import BadRequest, ChatError, Internal, NotFound, Unauthorized, translate
-from chat.http import Authenticator, JSONResponse, error_response, read_json_object
+from chat.errors import BadRequest, ChatError, Forbidden, Internal, NotFound, Unauthorized, translate
+from chat.http import Authenticator, JSONResponse, error_response, is_loopback, read_json_object
 from chat.node import Node
 from chat.service import MessageService
 from presence.tracker import PresenceTracker
@@ -36,8 +36,8 @@ class ApiSettings:
     group_max_members: int
 
 
-#: Issues a development token for a user name; None when sign-in by name is disabled.
-DevTokens = Callable[[str], str] | None
+#: Issues a development token for a user name with roles; None when sign-in by name is disabled.
+DevTokens = Callable[[str, tuple[str, ...]], str] | None
 
 
 class HttpApi:
@@ -109,11 +109,21 @@ class HttpApi:
         )
 
     async def dev_token(self, request: Request) -> Response:
-        """Development sign-in by user name (only with a generated dev secret, never in production)."""
+        """Development sign-in by user name (only with a generated dev secret, never in production).
+
+        ``"admin": true`` mints an operator's token (the ops dashboard's sign-in), and only for a
+        caller on this machine: a development node reachable from a network must not hand the
+        power to change every node's settings to anyone who can reach it."""
         if self._dev_tokens is None:
             raise NotFound("development sign-in is disabled on this node")
-        user = commands.user_id((await self._body(request)).get("user"))
-        return JSONResponse({"token": self._dev_tokens(user), "user": user})
+        body = await self._body(request)
+        user = commands.user_id(body.get("user"))
+        admin = body.get("admin", False)
+        if not isinstance(admin, bool):
+            raise BadRequest("admin must be true or false")
+        if admin and not is_loopback(request):
+            raise Forbidden("an admin can sign in by name only from the node's own machine")
+        return JSONResponse({"token": self._dev_tokens(user, ("admin",) if admin else ()), "user": user})
 
     # Discovery
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -25,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 
 from chat import api, auth, dynamic, startup
 from chat.access import Access
+from chat.accesslog import AccessLog
 from chat.api import ApiSettings, HttpApi
 from chat.browser import BrowserGuard, Origins
 from chat.channels import ChannelService
@@ -37,13 +39,14 @@ from chat.minter import IdMinter
 from chat.node import Node, NodeSettings
 from chat.notify.notifier import ELECTION as NOTIFIER_ELECTION
 from chat.notify.notifier import build_notifier
-from chat.ops_api import OpsApi
+from chat.operators import Instruments, surface
 from chat.protect.guard import Protection
 from chat.ratelimit import AddGuard, KeyedLimiter
 from chat.relay.base import Relay
 from chat.service import MessageLimits, MessageService
 from chat.session import SessionLimits
 from chat.store.base import MessageStore
+from chat.version import node_version
 from chat.waiting.base import WaitingRooms
 from chat.watchers import PresenceFanout
 from chat.ws import WebSocketEndpoint
@@ -103,6 +106,7 @@ def build_discovery(settings: Settings) -> Discovery:
             session_timeout_s=settings.zookeeper_session_timeout_s,
             epsilon=settings.assign_epsilon,
             pending_ttl_s=settings.assign_pending_ttl_s,
+            version=node_version(),
             # Embedded: a short reservation, so a restart after a crash waits at most ~2 s
             # for the clock to pass it (the minter waits that out instead of refusing).
             reserve_ahead_ms=10_000 if zookeeper else 2_000,
@@ -134,6 +138,7 @@ class Parts:
     channels: ChannelService
     gateway: Gateway
     protection: Protection
+    metrics: CollectorRegistry  # what /metrics exports
 
 
 def create_app(
@@ -234,7 +239,22 @@ def create_app(
             max_message_chars=settings.max_message_chars,
             group_max_members=settings.group_max_members,
         ),
-        dev_tokens=(lambda user: auth.issue_token(settings, user, ttl_s=api.DEV_TOKEN_TTL_S)) if settings.dev_login_enabled else None,
+        dev_tokens=(lambda user, roles: auth.issue_token(settings, user, roles=roles, ttl_s=api.DEV_TOKEN_TTL_S)) if settings.dev_login_enabled else None,
+    )
+    # The operators' surface: the parts count in plain ints (the sockets', the message path's,
+    # HTTP errors); /metrics reads them when scraped, the ops API and dashboard read the rest.
+    instruments = Instruments()
+    operators = surface(
+        settings,
+        instruments,
+        auth=authenticator,
+        node=node,
+        discovery=discovery,
+        messages=messages,
+        presence=presence,
+        store=store,
+        notifier=notifier,
+        protection=protection,
     )
     websocket = WebSocketEndpoint(
         auth=authenticator,
@@ -243,6 +263,7 @@ def create_app(
         limits=session_limits(settings),
         handshakes=KeyedLimiter(settings.handshake_per_s, settings.handshake_burst),
         max_sockets_per_user=settings.user_max_sockets,
+        counters=instruments.wire,
     )
 
     @contextlib.asynccontextmanager
@@ -274,6 +295,9 @@ def create_app(
             async with startup.step(*discovery_failure(settings)):
                 await discovery.register()
             stack.push_async_callback(node.drain)  # runs first on the way out
+            instruments.lag.start()
+            stack.callback(instruments.lag.stop)
+            stack.push_async_callback(operators.facts.close)
             log.info("node %s ready at %s (store=%s relay=%s)", settings.node_id, settings.ws_url, type(store).__name__, type(relay).__name__)
             yield
 
@@ -285,20 +309,23 @@ def create_app(
             Route("/", index, methods=["GET"]),
             WebSocketRoute("/v1/ws", websocket.serve),
             *http_api.routes(),
-            *OpsApi(auth=authenticator, config=discovery.config).routes(),
+            *operators.routes,
             Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
         ],
-        middleware=[Middleware(BrowserGuard, origins=Origins(settings.allowed_origins))],
+        middleware=[
+            Middleware(AccessLog, enabled=settings.access_log),  # outermost: it times and logs every answer
+            Middleware(BrowserGuard, origins=Origins(settings.allowed_origins)),
+        ],
         exception_handlers={
-            ChatError: api.chat_error_handler,
-            DiscoveryError: api.chat_error_handler,
-            PresenceUnavailable: api.chat_error_handler,
-            HTTPException: api.http_error_handler,
-            Exception: api.internal_error_handler,
+            ChatError: instruments.counted(api.chat_error_handler),
+            DiscoveryError: instruments.counted(api.chat_error_handler),
+            PresenceUnavailable: instruments.counted(api.chat_error_handler),
+            HTTPException: instruments.counted(api.http_error_handler),
+            Exception: instruments.counted(api.internal_error_handler),
         },
         lifespan=lifespan,
     )
-    app.state.parts = Parts(node=node, hub=hub, messages=messages, channels=channels, gateway=gateway, protection=protection)
+    app.state.parts = Parts(node=node, hub=hub, messages=messages, channels=channels, gateway=gateway, protection=protection, metrics=operators.metrics)
     return app
 
 

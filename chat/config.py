@@ -55,6 +55,11 @@ class Settings:
     environment: str = "development"  # CHAT_ENV: "production" refuses dev conveniences
     allowed_origins: tuple[str, ...] = ()  # CHAT_ALLOWED_ORIGINS: browser origins besides this node's own (chat/browser.py)
 
+    # Operators
+    log_format: str = "text"  # CHAT_LOG_FORMAT: "json" (one object per line) or "text"; default json when CHAT_ENV=production
+    access_log: bool = False  # CHAT_ACCESS_LOG=1: one line per HTTP request (tokens redacted)
+    metrics_token: str = field(default="", repr=False)  # CHAT_METRICS_TOKEN: the scraper's bearer token for /metrics (≥ 32 characters)
+
     # Authentication
     jwt_secret: str = field(default="", repr=False)  # CHAT_JWT_SECRET (HS*)
     jwt_public_key: str = field(default="", repr=False)  # CHAT_JWT_PUBLIC_KEY: PEM text or @path (RS*/ES*/EdDSA)
@@ -227,6 +232,15 @@ def _parse(read: _ReadsRecorded, *, create_dev_secret: bool, data_dir_probe: boo
     environment = read.get("CHAT_ENV", d.environment).strip().lower() or d.environment
     if environment not in ("development", "production"):
         problems.append(f"CHAT_ENV={environment!r}: must be 'development' or 'production'")
+    log_format = read.get("CHAT_LOG_FORMAT", "").strip().lower() or ("json" if environment == "production" else "text")
+    if log_format not in ("json", "text"):
+        problems.append(f"CHAT_LOG_FORMAT={log_format[:20]!r}: must be 'json' or 'text'")
+    access_log = read.get("CHAT_ACCESS_LOG", "").strip().lower()
+    if access_log not in ("", "0", "1", "true", "false", "yes", "no"):
+        problems.append(f"CHAT_ACCESS_LOG={access_log[:20]!r}: must be 1 or 0")
+    metrics_token = read.get("CHAT_METRICS_TOKEN", "").strip()
+    if metrics_token and (len(metrics_token) < 32 or not metrics_token.isascii() or not metrics_token.isprintable()):
+        problems.append("CHAT_METRICS_TOKEN: must be at least 32 printable ASCII characters (use `openssl rand -hex 32`)")
 
     algorithms = _split(read.get("CHAT_JWT_ALGORITHMS", "")) or d.jwt_algorithms
     for alg in algorithms:
@@ -306,6 +320,9 @@ def _parse(read: _ReadsRecorded, *, create_dev_secret: bool, data_dir_probe: boo
         data_dir=data_dir,
         environment=environment,
         allowed_origins=allowed_origins,
+        log_format=log_format,
+        access_log=access_log in ("1", "true", "yes"),
+        metrics_token=metrics_token,
         jwt_public_key=public_key,
         jwt_algorithms=algorithms,
         jwt_audience=read.get("CHAT_JWT_AUDIENCE", "").strip() or d.jwt_audience,

@@ -36,6 +36,8 @@ class GapAnnouncer:
         self._owed: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # Gap envelopes published since start (metrics).
+        self.announced = 0
 
     @property
     def owed(self) -> int:
@@ -76,6 +78,7 @@ class GapAnnouncer:
             else:
                 self._owed[channel_id] = self._owed.pop(channel_id)  # to the back of the line
             announced += 1
+            self.announced += 1
         # One line per outage, however many channels it touched.
         log.info("relay: announced %d gap(s); those channels' subscribers resync from the store", announced)
 

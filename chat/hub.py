@@ -25,6 +25,16 @@ from chat.relay.base import Relay, channel_topic, presence_topic, user_topic
 
 log = logging.getLogger(__name__)
 
+# The op of the frame each envelope kind carries (the frame is not decoded to learn it).
+_OPS = {
+    events.MESSAGE: "message",
+    events.TYPING: "typing",
+    events.READ: "read",
+    events.KICK: "unsubscribed",
+    events.JOINED: "joined",
+    events.PRESENCE: "presence",
+}
+
 
 class Subscriber(Protocol):
     """What the hub needs from a local socket. Every method runs on the loop and must not block."""
@@ -151,7 +161,7 @@ class Hub:
         except (ValueError, UnicodeDecodeError):
             log.warning("dropping malformed relay payload on %s", topic)
             return
-        kind, channel, frame = env.kind, env.channel, Frame(env.frame)
+        kind, channel, frame = env.kind, env.channel, Frame(env.frame, _OPS.get(env.kind, ""))
         if kind == events.MESSAGE:
             message_id = env.message_id
             if self._policy.message(channel, message_id, env.frame, len(interest.subscribers)):

@@ -80,10 +80,11 @@ class Frame:
     """One encoded server frame, shared by every socket it is sent to: its JSON, and — built
     once, on first use — its text and its WebSocket framing."""
 
-    __slots__ = ("data", "_text", "_wire")
+    __slots__ = ("data", "op", "_text", "_wire")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, op: str = "") -> None:
         self.data = data  # the JSON, UTF-8
+        self.op = op  # its "op" when known without decoding it ("" if not): what metrics count it as
         self._text: str | None = None
         self._wire: bytes | None = None
 
@@ -144,7 +145,7 @@ def encode(op: str, fields: Mapping[str, Any]) -> bytes:
 
 
 def frame(op: str, fields: Mapping[str, Any]) -> Frame:
-    return Frame(encode(op, fields))
+    return Frame(encode(op, fields), op)
 
 
 def reply(op: str, frame_id: FrameId, fields: Mapping[str, Any] | None = None) -> Frame:

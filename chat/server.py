@@ -105,6 +105,9 @@ def uvicorn_config(app: ASGIApp, settings: Settings, *, log_level: str = "info")
         http=http_protocol(handshake_timeout_s=settings.handshake_timeout_s),
         lifespan="on",
         log_level=log_level,
+        # Not uvicorn's own handlers: its loggers propagate to the node's one handler and format
+        # (chat/logsetup.py). Requests are logged by chat/accesslog.py (CHAT_ACCESS_LOG).
+        log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.drain_grace_s) + 5,
         backlog=4096,

@@ -29,6 +29,7 @@ from chat.errors import ChatError, RateLimited, Unavailable
 from chat.gaps import GapAnnouncer
 from chat.guards import NO_GUARD, SendGuard
 from chat.ids import timestamp_ms
+from chat.metrics.counters import MessageCounters
 from chat.minter import IdMinter
 from chat.models import Message, Page, Principal
 from chat.ratelimit import KeyedLimiter
@@ -91,11 +92,14 @@ class MessageService:
         minter: IdMinter,
         access: Access,
         limits: MessageLimits,
+        counters: MessageCounters | None = None,
         guard: SendGuard = NO_GUARD,
         clock: Callable[[], float] = time.monotonic,
         on_stored: Callable[[Message], None] | None = None,
     ) -> None:
         self._store = store
+        # What the message path did (metrics): plain ints and two cheap histograms.
+        self.counters = counters if counters is not None else MessageCounters()
         # Hot-room protection: counts, refuses, lanes, batches, serves hot history (chat.guards).
         self._guard = guard
         self._relay = relay
@@ -119,6 +123,11 @@ class MessageService:
         """Channels with a stored message whose publish failed and whose gap is not yet announced."""
         return self._gaps.owed
 
+    @property
+    def gaps_announced(self) -> int:
+        """Gap announcements published since the node started."""
+        return self._gaps.announced
+
     async def send(self, principal: Principal, command: commands.Send) -> tuple[Message, bool]:
         """Store and publish a message; returns ``(message, created)`` (False on an idempotent retry).
 
@@ -127,7 +136,8 @@ class MessageService:
         one is (written in order), not once it is confirmed: a hot channel is not held to one
         broker round trip per message.
         """
-        channel, bot = command.channel, principal.is_bot
+        channel, bot, counters = command.channel, principal.is_bot, self.counters
+        started = time.perf_counter()
         if not bot:  # bots have their own per-user limit, in the guard (a dynamic setting)
             wait_s = self._user_sends.take(principal.user, self._clock())
             if wait_s:
@@ -141,11 +151,14 @@ class MessageService:
         slot = self._sequencer.join(channel, message_id)  # no await since minting: ID order
         try:
             message = Message(message_id, channel, principal.user, command.text, timestamp_ms(message_id), command.client_msg_id)
+            store_started = time.perf_counter()
             if batched:
                 stored, created = await self._guard.write(message, self._orphaned)
             else:
                 stored, created = await self._store.insert_message(message)
+            counters.store_seconds.observe(time.perf_counter() - store_started)
             if not created:
+                counters.deduplicated += 1
                 # A retry. If this process minted the original, it published it (or announced a
                 # gap). If another node — or this one before a restart — did, it may have died
                 # between storing and publishing: announce a gap (the channel's sockets resync
@@ -158,13 +171,18 @@ class MessageService:
                         # delivered already comes again with the same Idempotency-Key.
                         self._on_stored(stored)
                 return stored, False
+            counters.stored += 1
             self._guard.stored(stored)
             self._sequencer.ready(slot, _relay_payload(stored))
             if self._on_stored is not None:
                 self._on_stored(stored)  # O(1): queued for chat.notify, never awaited here
+            stored_at = time.perf_counter()
             confirmed = await self._sequencer.handed(slot, self._limits.store_timeout_s)
             if confirmed is not None:
                 await self._confirm(confirmed, channel)
+            done = time.perf_counter()
+            counters.publish_seconds.observe(done - stored_at)
+            counters.send_seconds.observe(done - started)
             return stored, True
         finally:
             self._sequencer.ready(slot, None)  # failed, duplicate or cancelled: the channel's queue moves on
@@ -174,6 +192,7 @@ class MessageService:
         try:
             return self._relay.hand_off(channel_topic(channel), payload)
         except ChatError:
+            self.counters.publish_failures += 1
             self._missed(channel)
             return None
 
@@ -181,8 +200,10 @@ class MessageService:
         try:
             await confirmed
         except ChatError:
+            self.counters.publish_failures += 1
             self._missed(channel)
         except asyncio.CancelledError:
+            self.counters.publish_failures += 1
             self._missed(channel)  # stored, maybe never published: say so
             raise
 

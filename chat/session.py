@@ -34,6 +34,7 @@ from chat.commands import Command
 from chat.delivery import Delivery
 from chat.errors import ChatError, CloseCode, Internal, RateLimited, TooLarge, translate
 from chat.flag import Flag
+from chat.metrics.counters import WireCounters
 from chat.models import Principal
 from chat.protocol import Frame
 from chat.ratelimit import FrameGuard
@@ -99,10 +100,12 @@ class Session:
         inline: InlineHandler | None = None,
         direct: DirectSocket | None = None,
         flusher: Flusher | None = None,
+        counters: WireCounters | None = None,
     ) -> None:
         self.principal = principal
         self.session_id = uuid.uuid4().hex[:16]
-        self.delivery = Delivery(max_frames=limits.queue_frames, max_bytes=limits.queue_bytes, resync_frame=protocol.resync)
+        self._counters = counters if counters is not None else WireCounters()  # the node's (metrics): plain ints
+        self.delivery = Delivery(max_frames=limits.queue_frames, max_bytes=limits.queue_bytes, resync_frame=self._counters.counting_resyncs(protocol.resync))
         # Users this socket asked to watch (presence_subscribe).
         self.watching: set[str] = set()
         # Told to reconnect elsewhere (draining): its close is a move, not the device leaving.
@@ -239,6 +242,7 @@ class Session:
         if self._closing:
             return
         if self.delivery.control(frame):
+            self._counters.sent(frame.op)
             self._kick()
         else:  # the client sends requests but does not read the answers
             self._closing = True
@@ -246,10 +250,12 @@ class Session:
 
     def deliver_message(self, channel: int, message_id: int, frame: Frame) -> None:
         if self.delivery.live(channel, message_id, frame):
+            self._counters.deliveries += 1
             self._kick()
 
     def deliver_ephemeral(self, channel: int, frame: Frame) -> None:
         if self.delivery.ephemeral(channel, frame):
+            self._counters.ephemeral += 1
             self._kick()
 
     def deliver_control(self, frame: Frame) -> None:
@@ -257,6 +263,7 @@ class Session:
 
     def deliver_presence(self, user: str, stamp: int, frame: Frame) -> None:
         if self.delivery.presence(user, stamp, frame):
+            self._counters.presence_pushes += 1
             self._kick()
 
     def gap(self, channel: int) -> None:
@@ -265,12 +272,14 @@ class Session:
 
     def kicked(self, channel: int, frame: Frame) -> bool:
         if self.delivery.kick(channel, frame):
+            self._counters.sent(frame.op)
             self._kick()
             return True
         return False
 
     def replayed(self, channel: int, message_id: int, frame: Frame) -> None:
         if self.delivery.replayed(channel, message_id, frame):
+            self._counters.replayed += 1
             self._kick()
 
     def finish(self, channel: int, *, after: int | None, upper: int | None, last: int | None, complete: bool) -> None:
@@ -410,19 +419,24 @@ class Session:
         """The rate limit, then parsing: a command, or None once the refusal is answered."""
         wait_s = self._guard.admit(time.monotonic())
         if wait_s:
+            self._counters.unparsed += 1
             if not self._guard.flooding:
                 refusal = RateLimited("slow down", retry_after_ms=max(1, int(wait_s * 1000) + 1))
                 self._refuse(refusal.answering(protocol.peek_frame_id(raw)))
             return None
         try:
-            return protocol.parse_frame(raw, max_message_chars=self._max_message_chars)
+            command = protocol.parse_frame(raw, max_message_chars=self._max_message_chars)
         except ChatError as error:
+            self._counters.unparsed += 1
             self._refuse(error)
             if isinstance(error, TooLarge) and self._guard.too_large():
                 asyncio.get_running_loop().create_task(self._close_abusive(CloseCode.TOO_BIG, "repeated oversize messages"))
             return None
+        self._counters.received(type(command))
+        return command
 
     def _refuse(self, error: ChatError) -> None:
+        self._counters.refused(error.code)
         self.push(protocol.error_frame(error))
 
     async def _close_abusive(self, code: CloseCode, reason: str) -> None:

@@ -8,10 +8,12 @@ import time
 
 from starlette.websockets import WebSocket
 
+from chat import logcontext
 from chat.errors import ChatError, RateLimited, Unavailable
 from chat.flusher import Flusher
 from chat.handlers import Gateway
 from chat.http import Authenticator, deny_websocket
+from chat.metrics.counters import WireCounters
 from chat.node import Node
 from chat.ratelimit import KeyedLimiter
 from chat.session import Session, SessionLimits
@@ -53,7 +55,8 @@ class WebSocketEndpoint:
 
     Before a socket is accepted: at most ``handshakes`` per client address (a token bucket), a
     valid token, a node that is not draining, and fewer than ``max_sockets_per_user`` sockets
-    of that user here. Each refusal is the protocol's error as the handshake's HTTP response.
+    of that user here. Each refusal is the protocol's error as the handshake's HTTP response,
+    counted by reason in ``counters.handshakes_refused``.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class WebSocketEndpoint:
         limits: SessionLimits,
         handshakes: KeyedLimiter,
         max_sockets_per_user: int,
+        counters: WireCounters | None = None,
     ) -> None:
         self._auth = auth
         self._gateway = gateway
@@ -75,21 +79,29 @@ class WebSocketEndpoint:
         self._flusher = Flusher()
         # Sessions' reader tasks on the direct path (held: a task nobody references may vanish).
         self._tasks: set[asyncio.Task[None]] = set()
+        self.counters = counters if counters is not None else WireCounters()
 
     async def serve(self, websocket: WebSocket) -> None:
+        reason = "address_rate"  # why it is refused, if it is (one of HANDSHAKE_REFUSALS: the metrics label)
         try:
             self._admit(websocket)
+            reason = "unauthorized"
             principal = self._auth.websocket(websocket)
             if self._node.draining:
+                reason = "draining"
                 raise Unavailable("this node is draining; ask /v1/connect for another", retry_after_ms=1000)
             if self._node.sockets_of(principal.user) >= self._max_sockets_per_user:
+                reason = "user_sockets"
                 raise RateLimited(f"at most {self._max_sockets_per_user} open sockets per user", retry_after_ms=5000)
         except ChatError as error:
+            refused = self.counters.handshakes_refused
+            refused[reason] = refused.get(reason, 0) + 1
             await deny_websocket(websocket, error)
             return
         await websocket.accept()
         # The handshake's headers (a kilobyte or two, the token among them) are not needed again.
         del websocket.scope["headers"][:]
+        self.counters.connections_opened += 1
         direct = direct_socket(websocket.scope)
         session = Session(
             StarletteTransport(websocket),
@@ -99,7 +111,9 @@ class WebSocketEndpoint:
             inline=self._gateway.handle_now,
             direct=direct,
             flusher=self._flusher if direct is not None else None,
+            counters=self.counters,
         )
+        logcontext.session_id.set(session.session_id)  # this connection's task and its children log it
         self._node.add(session)
         if direct is not None:
             # The direct path: the session gets a reader task of its own and this ASGI call

@@ -49,6 +49,7 @@ class DiscoverySettings:
     url: str  # the WebSocket URL clients reach this node at (…/v1/ws)
     data_dir: Path
     capacity: int = 10_000  # connections this node is sized for; it is never assigned more
+    version: str = ""  # the node's software version, shown in the registry to operators
     worker_id: int = 0  # embedded mode only: ZooKeeper leases one
     zookeeper_hosts: str = ""  # "host:port,…[/chroot]"; empty: embedded
     root: str = "/chat"  # znode under the chroot that holds nodes, workers, config, elections
@@ -127,7 +128,7 @@ class Discovery:
     async def register(self) -> None:
         """Join the registry: from now on the node is assigned users (bounded)."""
         s = self.settings
-        await self.registry.start(NodeInfo(s.node_id, s.url, s.capacity, 0, False, time.time_ns() // 1_000_000))
+        await self.registry.start(NodeInfo(s.node_id, s.url, s.capacity, 0, False, time.time_ns() // 1_000_000, s.version))
 
     async def election(self, name: str) -> LeaderElection:
         """Join the election ``name`` (e.g. "presence-sweeper"); it is closed with the node."""

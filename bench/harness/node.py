@@ -15,9 +15,11 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -197,6 +199,13 @@ def add_node_args(parser: argparse.ArgumentParser, *, url: bool = True) -> None:
     parser.add_argument("--server-cpus", metavar="LIST", help="pin the node to these CPUs (taskset list, e.g. 0)")
     parser.add_argument("--client-cpus", metavar="LIST", help="pin the load generator (this process and its workers) to these CPUs, e.g. 1")
     parser.add_argument("--profile", action="store_true", help="py-spy the node during the measured window (pip install py-spy)")
+    parser.add_argument(
+        "--scrape-s",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="GET /metrics from the node every S seconds while it runs, as Prometheus would (0: never; a node without /metrics answers 404)",
+    )
 
 
 def server_env(args: argparse.Namespace) -> dict[str, str]:
@@ -224,4 +233,43 @@ def node_from_args(
         return
     node = Node(env={**GENEROUS_LIMITS, **(env or {}), **server_env(args)}, name=name, checkout=args.checkout, cpus=args.server_cpus)
     with node:
-        yield node.target, node
+        scraper = Scraper(node.target.http_url + "/metrics", getattr(args, "scrape_s", 0.0))
+        try:
+            yield node.target, node
+        finally:
+            scraper.stop()
+
+
+class Scraper:
+    """A thread that GETs ``url`` every ``interval_s`` (none for 0), so a run pays what a
+    Prometheus scrape costs the node; says how it went when stopped."""
+
+    def __init__(self, url: str, interval_s: float) -> None:
+        self._url = url
+        self._interval_s = interval_s
+        self._done = threading.Event()
+        self.statuses: dict[int, int] = {}
+        self.seconds: list[float] = []
+        self._thread = threading.Thread(target=self._run, name="metrics-scraper", daemon=True) if interval_s > 0 else None
+        if self._thread is not None:
+            self._thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._done.wait(self._interval_s):
+                started = time.perf_counter()
+                try:
+                    status = client.get(self._url).status_code
+                except httpx.HTTPError:
+                    status = 0
+                self.seconds.append(time.perf_counter() - started)
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._done.set()
+        self._thread.join(15)
+        median_ms = statistics.median(self.seconds) * 1000 if self.seconds else 0.0
+        count = len(self.seconds)
+        print(f"scraped {self._url} {count} times every {self._interval_s:g} s: statuses {self.statuses}, median {median_ms:.1f} ms", file=sys.stderr)

@@ -30,6 +30,7 @@ class NodeInfo:
     connections: int = 0  # live connections, as last reported
     draining: bool = False  # shutting down: never assign new users here
     started_at_ms: int = 0  # Unix ms when the node started (operators, dashboards)
+    version: str = ""  # the node's software version (operators: a rollout in progress shows two)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 """ZooKeeper registry: each node an ephemeral ``<root>/nodes/<node_id>`` znode of JSON
-``{node_id, url, capacity, connections, draining, started_at_ms}``; every node keeps a
+``{node_id, url, capacity, connections, draining, started_at_ms, version}``; every node keeps a
 watched copy of all of them.
 
 Connection states:
@@ -44,7 +44,7 @@ MAX_TOMBSTONES = 10_000  # names of deleted znodes remembered to ignore late ans
 
 def encode_node(node: NodeInfo) -> bytes:
     fields = {"node_id": node.node_id, "url": node.url, "capacity": node.capacity, "connections": node.connections}
-    return json.dumps({**fields, "draining": node.draining, "started_at_ms": node.started_at_ms}).encode()
+    return json.dumps({**fields, "draining": node.draining, "started_at_ms": node.started_at_ms, "version": node.version}).encode()
 
 
 def decode_node(data: bytes, name: str) -> NodeInfo:
@@ -53,10 +53,13 @@ def decode_node(data: bytes, name: str) -> NodeInfo:
     if not isinstance(raw, dict) or raw.get("node_id") != name:
         raise ValueError("not a node record for this name")
     url, draining = raw.get("url"), raw.get("draining", False)
+    version = raw.get("version", "")  # absent in records of nodes older than the field
     ints = [raw.get(k, 0) for k in ("capacity", "connections", "started_at_ms")]
     if not isinstance(url, str) or not isinstance(draining, bool) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints):
         raise ValueError("bad field types")
-    return NodeInfo(name, url, ints[0], ints[1], draining, ints[2])
+    if not isinstance(version, str) or len(version) > 64:
+        raise ValueError("bad version")
+    return NodeInfo(name, url, ints[0], ints[1], draining, ints[2], version)
 
 
 class ZooKeeperRegistry:

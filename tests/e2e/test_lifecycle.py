@@ -176,8 +176,12 @@ def test_production_without_a_secret_refuses_to_start(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert "Traceback" not in output
     assert "Application startup complete" not in output
-    problems = _problems(result.stderr)
-    assert len(problems) == 1 and "CHAT_JWT_SECRET" in problems[0] and "production" in problems[0], result.stderr
+    # Production logs JSON (CHAT_LOG_FORMAT's default there): one line, every problem in it.
+    (line,) = result.stderr.splitlines()
+    failure = orjson.loads(line)
+    assert failure["exit_code"] == 2 and failure["message"] == "invalid configuration"
+    (problem,) = failure["problems"]
+    assert "CHAT_JWT_SECRET" in problem and "production" in problem, result.stderr
     assert not dev_secret_path(tmp_path / "data").exists()
 
 

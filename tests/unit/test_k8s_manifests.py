@@ -38,7 +38,12 @@ OTHER_VARIABLES = {
     "FORWARDED_ALLOW_IPS": "uvicorn (X-Forwarded-For from the proxies)",
 }
 # What the Secret `chat-secrets` holds once created as k8s/README.md says (placeholders here).
-SECRET_PLACEHOLDERS = {"CHAT_JWT_SECRET": "x" * 64, "CHAT_REDIS_URL": "redis://:password@redis-0.redis:6379/0", "REDIS_PASSWORD": "password"}
+SECRET_PLACEHOLDERS = {
+    "CHAT_JWT_SECRET": "x" * 64,
+    "CHAT_REDIS_URL": "redis://:password@redis-0.redis:6379/0",
+    "REDIS_PASSWORD": "password",
+    "CHAT_METRICS_TOKEN": "m" * 64,
+}
 POD_SAMPLE = {"POD_NAME": "chat-5d8f7c9b4-x2x7q", "POD_IP": "10.12.3.45"}
 
 
@@ -281,13 +286,43 @@ def test_only_chat_pods_reach_the_data_services(target: str) -> None:
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}} in sources
 
 
-@pytest.mark.parametrize("target", ["base", *(f"overlays/{o}" for o in OVERLAYS)])
-def test_no_secret_and_no_metrics_claim(target: str) -> None:
+@pytest.mark.parametrize("target", ["base", *(f"overlays/{o}" for o in OVERLAYS), "monitoring"])
+def test_no_secret_is_committed(target: str) -> None:
     resources = rendered(target)
     assert not [r for r in resources if r["kind"] == "Secret"], "Secrets are created out of band, never committed"
     for r in resources:
         if r["kind"] == "ConfigMap":
             assert not set(r["data"]) & set(SECRET_PLACEHOLDERS), r["metadata"]["name"]
-    # /metrics does not exist yet (issue 10): nothing may scrape it.
-    text = yaml.safe_dump_all(resources)
-    assert "ServiceMonitor" not in text and "PodMonitor" not in text and "prometheus.io" not in text and "/metrics" not in text
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_prometheus_scrapes_each_chat_pod_once_with_the_token_the_node_expects(overlay: str) -> None:
+    """k8s/monitoring's ServiceMonitor (a custom resource: not in the base, which must apply on a
+    cluster without the Prometheus Operator) against what an overlay deploys."""
+    resources = rendered(f"overlays/{overlay}")
+    (monitor,) = [r for r in rendered("monitoring") if r["kind"] == "ServiceMonitor"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    spec = monitor["spec"]
+    namespace = one(resources, "Deployment", "chat")["metadata"]["namespace"]
+    assert monitor["metadata"]["namespace"] == namespace and spec["namespaceSelector"] == {"matchNames": [namespace]}
+    # The selector picks the headless Service alone (its endpoints include not-ready pods).
+    services = [r for r in resources if r["kind"] == "Service" and r["metadata"]["namespace"] == namespace]
+    selected = [r for r in services if spec["selector"]["matchLabels"].items() <= r["metadata"].get("labels", {}).items()]
+    assert [r["metadata"]["name"] for r in selected] == ["chat-pods"]
+    (service,) = selected
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert service["metadata"]["labels"][spec["jobLabel"]] == "chat"  # job="chat", as the alerts expect
+    (endpoint,) = spec["endpoints"]
+    assert endpoint["path"] == "/metrics" and endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    # The token Prometheus sends is the one the node reads.
+    credentials = endpoint["authorization"]["credentials"]
+    (node,) = [c for c in pod_containers(one(resources, "Deployment", "chat")) if c["name"] == "chat"]
+    env = {v["name"]: v for v in node["env"]}
+    assert env["CHAT_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == credentials["name"] == "chat-secrets"
+    assert env["CHAT_METRICS_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == credentials["key"]
+    # And the network lets the Prometheus namespace in, on the node's port and nowhere else.
+    policy = one(resources, "NetworkPolicy", "chat")["spec"]
+    monitoring = [rule for rule in policy["ingress"] if {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in rule["from"]]
+    assert [rule["ports"] for rule in monitoring] == [[{"port": 8000, "protocol": "TCP"}]]
+    # Only the ServiceMonitor scrapes: no annotation-based scraping beside it (double samples).
+    assert "prometheus.io" not in yaml.safe_dump_all(resources)
