@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-#: Under load, writes to one socket are at least this far apart.
+#: Under fan-out load, writes to one socket are at least this far apart.
 FLUSH_WINDOW_S = 0.004
+#: A run that wrote to at least this many sockets is fan-out load: the next run waits for the
+#: window. Smaller runs (acks, replies, DMs, small groups) never make the next one wait, so a
+#: sender's ack is not held back to batch writes that gain nothing from it.
+FLUSH_BUSY_SOCKETS = 32
 
 
 class Writable(Protocol):
@@ -20,15 +24,17 @@ class Flusher:
 
     Fan-out only queues; the writes happen here, after the loop turn's callbacks, so every frame a
     socket got in that turn leaves in one write. Under load it also waits: a run that follows the
-    previous one within ``window_s`` is held until the window has passed, so a busy room's
-    messages of a few milliseconds share one write per socket — the cost per delivery falls as
-    the rate rises, and no frame waits more than ``window_s``. An idle node writes at once.
+    previous busy one (``busy_sockets`` or more written) within ``window_s`` is held until the
+    window has passed, so a busy room's messages of a few milliseconds share one write per
+    socket — the cost per delivery falls as the rate rises, and no frame waits more than
+    ``window_s``. An idle node, and one that only answers a few sockets at a time, writes at once.
     """
 
-    def __init__(self, *, window_s: float = FLUSH_WINDOW_S) -> None:
+    def __init__(self, *, window_s: float = FLUSH_WINDOW_S, busy_sockets: int = FLUSH_BUSY_SOCKETS) -> None:
         self._dirty: list[Writable] = []
         self._scheduled = False
         self._window_s = window_s
+        self._busy_sockets = busy_sockets
         self._last_run = float("-inf")
 
     def mark(self, session: Writable) -> None:
@@ -45,7 +51,7 @@ class Flusher:
     def _run(self) -> None:
         self._scheduled = False
         dirty, self._dirty = self._dirty, []
-        if len(dirty) > 1:
+        if len(dirty) >= self._busy_sockets:
             self._last_run = asyncio.get_running_loop().time()
         for session in dirty:
             session.write_now()

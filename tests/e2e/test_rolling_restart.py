@@ -107,38 +107,38 @@ async def test_rolling_restart_loses_and_duplicates_nothing(tmp_path: Path) -> N
     # One owner adds all 300 clients to their groups: more than the default burst of adds (200).
     limits = {"CHAT_ADD_OTHERS_BURST": str(CLIENTS)}
     nodes = [node(tmp_path, 41 + i, CHAT_ZOOKEEPER_HOSTS=hosts, CHAT_DRAIN_GRACE_S="3", CHAT_ZOOKEEPER_SESSION_TIMEOUT_S="4", **limits) for i in range(3)]
-    for n in nodes:
-        n.start(60)
     clients: list[Client] = []
     tasks: list[asyncio.Task[None]] = []
-    try:
-        run = secrets.token_hex(3)
-        with nodes[0].http(f"owner-{run}") as http:
-            for g in range(CLIENTS // GROUP_SIZE):
-                members = [f"u{run}-{g}-{i}" for i in range(GROUP_SIZE)]
-                r = http.post("/v1/channels", json={"kind": "group", "name": f"g{g}", "members": members})
-                assert r.status_code == 201, r.text
-                clients += [Client(m, r.json()["channel"]["id"], nodes) for m in members]
-        tasks = [asyncio.create_task(c.run()) for c in clients]
-        await _until(lambda: all(c.connected for c in clients) and all(c.acked for c in clients), 60)
-        for server in nodes:
-            exit_code = await asyncio.to_thread(server.terminate, 30)
-            assert exit_code == 0, "\n".join(server.lines[-20:])
-            await asyncio.to_thread(server.start, 60)
-        before = {c.user: len(c.acked) for c in clients}
+    try:  # the nodes are killed however the test ends
+        for n in nodes:
+            n.start(60)
         try:
-            await _until(lambda: all(c.connected and len(c.acked) > before[c.user] for c in clients), 60)
-        except TimeoutError:
-            behind = [c for c in clients if not (c.connected and len(c.acked) > before[c.user])]
-            stuck = [(c.user, c.connected, len(c.acked) - before[c.user], c.moves, c.oddities[-1:]) for c in behind]
-            died = [t.exception() for t in tasks if t.done() and not t.cancelled()]
-            raise AssertionError(f"{len(stuck)} clients stuck after the restarts, e.g. {stuck[:5]}; client tasks ended: {died[:3]}") from None
-        assert sum(c.moves for c in clients) > 0, "nobody followed a reconnect hint"
-    finally:
-        for c in clients:
-            c.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    try:
+            run = secrets.token_hex(3)
+            with nodes[0].http(f"owner-{run}") as http:
+                for g in range(CLIENTS // GROUP_SIZE):
+                    members = [f"u{run}-{g}-{i}" for i in range(GROUP_SIZE)]
+                    r = http.post("/v1/channels", json={"kind": "group", "name": f"g{g}", "members": members})
+                    assert r.status_code == 201, r.text
+                    clients += [Client(m, r.json()["channel"]["id"], nodes) for m in members]
+            tasks = [asyncio.create_task(c.run()) for c in clients]
+            await _until(lambda: all(c.connected for c in clients) and all(c.acked for c in clients), 60)
+            for server in nodes:
+                exit_code = await asyncio.to_thread(server.terminate, 30)
+                assert exit_code == 0, "\n".join(server.lines[-20:])
+                await asyncio.to_thread(server.start, 60)
+            before = {c.user: len(c.acked) for c in clients}
+            try:
+                await _until(lambda: all(c.connected and len(c.acked) > before[c.user] for c in clients), 60)
+            except TimeoutError:
+                behind = [c for c in clients if not (c.connected and len(c.acked) > before[c.user])]
+                stuck = [(c.user, c.connected, len(c.acked) - before[c.user], c.moves, c.oddities[-1:]) for c in behind]
+                died = [t.exception() for t in tasks if t.done() and not t.cancelled()]
+                raise AssertionError(f"{len(stuck)} clients stuck after the restarts, e.g. {stuck[:5]}; client tasks ended: {died[:3]}") from None
+            assert sum(c.moves for c in clients) > 0, "nobody followed a reconnect hint"
+        finally:
+            for c in clients:
+                c.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
         stored: list[dict[str, Any]] = []
         for channel in {c.channel for c in clients}:
             member = next(c.user for c in clients if c.channel == channel)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -19,6 +20,18 @@ from chat.config import from_env
 
 TEST_SECRET = "test-secret-" + "x" * 40
 READY_LINE = "listening on http://"  # logged once the node accepts connections (startup-complete comes earlier)
+
+
+# Every process started and not yet reaped: killed when the test run ends, so a test that
+# fails before its own cleanup never leaves a node running (and holding ports and znodes).
+_RUNNING: set[subprocess.Popen[str]] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for proc in list(_RUNNING):
+        if proc.poll() is None:
+            proc.kill()
 
 
 def free_port() -> int:
@@ -74,6 +87,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
+        _RUNNING.add(self.proc)
         threading.Thread(target=self._pump, daemon=True).start()
         if not self.wait_for_line(READY_LINE, timeout_s):
             self.kill()
@@ -116,6 +130,8 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        if self.proc is not None:
+            _RUNNING.discard(self.proc)
 
     def http(self, user: str | None = None, token: str | None = None) -> httpx.Client:
         headers = {}
