@@ -30,7 +30,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.common import verdict, write_result
+from bench.harness.measure import verdict, write_result
 from discovery.assign import Assigner, Ring, key_hash, pick
 from discovery.registry.base import NodeInfo, RegistryView
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from bench.common import Histogram, SystemCpu, verdict, write_result
+from bench.harness.measure import CpuSplit, Histogram, verdict, write_result
 from presence.state import DeviceEvent, Transition
 from presence.store.redis import RedisPresenceStore
 from presence.tracker import PresenceTracker
@@ -92,7 +92,7 @@ async def heartbeat_phase(
 
     before = tracker.stats()
     redis_before = await redis_cpu_s(admin)
-    system, cpu0 = SystemCpu(), time.process_time()
+    system, cpu0 = CpuSplit({}), time.process_time()
     loop = asyncio.get_running_loop()
     helpers = [asyncio.create_task(querier()), asyncio.create_task(lag_probe())]
     t0 = loop.time()
@@ -124,7 +124,7 @@ async def heartbeat_phase(
         "capacity_per_s": round(written / store.busy_s) if store.busy_s else None,
         "bench_process_cpu_cores": round((time.process_time() - cpu0) / elapsed, 2),
         "redis_cpu_cores": round((await redis_cpu_s(admin) - redis_before) / elapsed, 2),
-        "busy_cores": round(system.read(), 2),
+        "busy_cores": round(system.read()["machine_busy"], 2),
         "query_1000_under_load_ms": under_load.summary(),
         "loop_lag_ms": loop_lag.summary(),
     }
@@ -132,14 +132,14 @@ async def heartbeat_phase(
 
 async def query_phase(tracker: PresenceTracker, users: list[str], seconds: float) -> dict[str, Any]:
     latency = Histogram()
-    system = SystemCpu()
+    system = CpuSplit({})
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         started = time.perf_counter()
         states = await tracker.query(users)
         latency.record(time.perf_counter() - started)
     assert len(states) == len(users)
-    return {"query_1000_ms": latency.summary(), "busy_cores": round(system.read(), 2)}
+    return {"query_1000_ms": latency.summary(), "busy_cores": round(system.read()["machine_busy"], 2)}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
