@@ -5,7 +5,7 @@
 Each figure runs in its own process (one's sockets, threads and memory cannot skew the next),
 after a bounded wait for an idle machine, prints its result line and writes
 ``bench/results/<name>.json``; the result lines are printed again as a summary at the end. The
-Cassandra + Redis figures need the services: they are started with ``scripts/services.sh up``
+Cassandra, Redis and ZooKeeper figures need the services: they are started with ``scripts/services.sh up``
 when ``scripts/services.sh status`` says they are not answering (running ones are left alone).
 ``--quick`` passes ``--quick`` to every figure (a smoke run of seconds, not figures to quote);
 ``--profile`` adds py-spy profiles of the node where a figure supports it.
@@ -33,8 +33,17 @@ FIGURES = [
     ("cross_node", True, True),
     ("history_read", True, True),
     ("store_throughput", True, True),
+    ("handshakes", False, True),
+    ("hot_detector", False, False),
+    ("assign_sim", False, False),
+    ("connect_latency", True, True),
+    ("presence_bench", True, False),
+    ("presence_fanout", True, True),
+    ("hot_room", True, True),
 ]
-SERVICES = "redis cassandra"
+# Figures that have no smoke mode: short enough to run as they are under --quick.
+NO_QUICK = {"assign_sim", "presence_bench"}
+SERVICES = "redis cassandra zookeeper"
 
 
 def ensure_services() -> str | None:
@@ -97,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cluster and services_error:
             results.append((name, 1, services_error))
             continue
-        figure_argv = [*(["--quick"] if args.quick else []), *(["--profile"] if args.profile and profiles else [])]
+        quick = args.quick and name not in NO_QUICK
+        figure_argv = [*(["--quick"] if quick else []), *(["--profile"] if args.profile and profiles else [])]
         code, line = run_figure(name, figure_argv, timeout_s=240 if args.quick else 900, quiet_timeout_s=10 if args.quick else 90)
         results.append((name, code, line))
     print("\n=== summary")
