@@ -123,7 +123,7 @@ def run(app: Starlette, settings: Settings, *, log_level: str = "info") -> int:
     listener = bind_listener(settings.host, settings.port)
     reporter = StartupReporter(app)
     config = uvicorn_config(reporter, settings, log_level=log_level)
-    logfilters.install()  # after Config: it (re)configures uvicorn's loggers
+    logfilters.install(access_log=settings.access_log)  # after Config: it (re)configures uvicorn's loggers
     reserve = FdReserve([listener])
     server = ChatServer(config, app.state.parts.node, reserve=reserve)
     try:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from chat.logfilters import QuietFilter, RedactingFilter, redact
+from chat.logfilters import PerConnection, QuietFilter, RedactingFilter, install, redact
 from chat.ratelog import OncePerInterval
 
 
@@ -53,3 +53,27 @@ def test_once_per_interval_counts_what_it_held_back() -> None:
     assert [gate.tick() for _ in range(5)] == [None] * 5
     now[0] = 10.0
     assert gate.tick() == 6
+
+
+def _record(msg: str, args: tuple[object, ...] = ()) -> logging.LogRecord:
+    return logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, msg, args, None)
+
+
+def test_the_lines_of_each_accepted_websocket_are_dropped_and_others_kept() -> None:
+    quiet = PerConnection()
+    assert not quiet.filter(_record('%s - "WebSocket %s" [accepted]', ("1.2.3.4:5", "/v1/ws")))
+    assert not quiet.filter(_record("connection open"))
+    assert quiet.filter(_record('%s - "WebSocket %s" %d', ("1.2.3.4:5", "/v1/ws", 401)))  # refusals stay
+    assert quiet.filter(_record("Started server process [%d]", (1,)))
+
+
+@pytest.mark.parametrize("access_log", [False, True])
+def test_the_access_log_setting_keeps_them(access_log: bool) -> None:
+    logger = logging.getLogger("uvicorn.error")
+    before = list(logger.filters)
+    try:
+        install(access_log=access_log)
+        kept = all(f.filter(_record("connection open")) for f in logger.filters)
+        assert kept is access_log
+    finally:
+        logger.filters[:] = before
