@@ -267,7 +267,7 @@ class ZooKeeperRegistry:
 
     def _on_children(self, event: WatchedEvent) -> None:
         if not self._closed:
-            self._background.spawn(self._guarded(self._resync(refetch_all=False)))
+            self._background.spawn(self._guarded(lambda: self._resync(refetch_all=False)))
 
     def _on_data(self, event: WatchedEvent) -> None:
         if self._closed:
@@ -279,11 +279,13 @@ class ZooKeeperRegistry:
                 self._registered_on = None
                 self._start_repair()
         else:
-            self._background.spawn(self._guarded(self._fetch(name)))
+            self._background.spawn(self._guarded(lambda: self._fetch(name)))
 
-    async def _guarded(self, coro: Coroutine[Any, Any, None]) -> None:
+    async def _guarded(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        # Takes a factory, not a coroutine: a task cancelled before it starts (at close) then
+        # leaves no coroutine that was never awaited.
         try:
-            await coro
+            await work()
         except ZooKeeperUnavailable:
             self._start_repair()  # re-read everything once ZooKeeper answers again
 
