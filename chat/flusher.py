@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 #: Under fan-out load, writes to one socket are at least this far apart.
 FLUSH_WINDOW_S = 0.004
@@ -54,4 +57,9 @@ class Flusher:
         if len(dirty) >= self._busy_sockets:
             self._last_run = asyncio.get_running_loop().time()
         for session in dirty:
-            session.write_now()
+            try:
+                session.write_now()
+            except Exception:  # one socket's bug must not strand the others
+                # The rest of this run were taken off the list and stay marked: without this
+                # they would never be written again.
+                log.exception("writing to a socket failed")

@@ -53,3 +53,18 @@ async def test_a_busy_run_holds_the_next_one_for_the_window() -> None:
         flusher.mark(s)
     await turns()
     assert all(s.writes == 1 for s in room), "written within the window of a busy run"
+
+
+class Broken(Counted):
+    def write_now(self) -> None:
+        super().write_now()
+        raise RuntimeError("a bug in one socket's write")
+
+
+async def test_a_socket_that_raises_does_not_strand_the_others_of_its_run() -> None:
+    flusher = Flusher(window_s=WINDOW_S, busy_sockets=4)
+    broken, after = Broken(), Counted()
+    flusher.mark(broken)
+    flusher.mark(after)
+    await turns()
+    assert (broken.writes, after.writes) == (1, 1)
