@@ -24,6 +24,10 @@ ReadPage = Callable[[int, int | None, int | None, int], Awaitable[Page]]
 
 
 class SendGuard(Protocol):
+    def shield_send(self) -> None:
+        """Before a send touches storage at all (its membership read included): raise
+        ``unavailable`` with ``retry_after_ms`` while storage is known to be failing."""
+
     def admit_send(self, user: str, channel: int, *, bot: bool) -> Awaitable[None] | None:
         """Before minting: count the send and refuse it (raise ``throttled``, ``rate_limited`` or
         ``unavailable`` with ``retry_after_ms``) or admit it — at once (None) or once the returned
@@ -68,6 +72,9 @@ class FanoutPolicy(Protocol):
 
 class _NoGuard:
     """Lets everything through, at the cost of a method call."""
+
+    def shield_send(self) -> None:
+        return None
 
     def admit_send(self, user: str, channel: int, *, bot: bool) -> Awaitable[None] | None:
         return None

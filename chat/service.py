@@ -142,6 +142,9 @@ class MessageService:
             wait_s = self._user_sends.take(principal.user, self._clock())
             if wait_s:
                 raise RateLimited("you are sending too fast", retry_after_ms=int(wait_s * 1000) + 1)
+        # Refused before the membership read too, or a send whose cached membership expired
+        # would ask a store known to be failing (and not be counted as shielded).
+        self._guard.shield_send()
         await self._access.require_member(principal, channel)
         admitted = self._guard.admit_send(principal.user, channel, bot=bot)
         if admitted is not None:

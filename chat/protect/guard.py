@@ -234,11 +234,17 @@ class Protection:
             self.counters.sends_throttled += 1
             rooms.refused(channel)
             raise Throttled("this room is very busy; try again shortly", retry_after_ms=refused)
+        self._shield(now)
+        return self.writes.enter(lane_for(bot=bot, hot=hot))
+
+    def shield_send(self) -> None:
+        self._shield(self._clock())
+
+    def _shield(self, now: float) -> None:
         breaker = self.store_breaker
         if breaker.health is Health.CRITICAL and now < breaker.open_until:
             self.counters.sends_shielded += 1  # not even a lane: storage is known to be failing
             raise Unavailable("message storage is failing; try again shortly", retry_after_ms=max(1, int((breaker.open_until - now) * 1000)))
-        return self.writes.enter(lane_for(bot=bot, hot=hot))
 
     def batched(self, channel: int) -> bool:
         return self.batching and self.rooms.protected(channel)
